@@ -1,0 +1,60 @@
+"""jaxnet: the classic PyTorch beginner workflow as pure JAX functions.
+
+Modules (one concept each):
+
+* ``jaxnet.nn`` — models (Flax NNX): ``MLP``, ``Linear``, ``Sequential``,
+  ``functional``, ``summary``, ``count_params``.
+* ``jaxnet.losses`` — ``cross_entropy``, ``nll_loss``, ``binary_cross_entropy``,
+  ``binary_cross_entropy_with_logits``, ``mse_loss`` with ``reduction=``.
+* ``jaxnet.data`` — ``ArrayDataset``, ``DataLoader``, ``random_split``.
+* ``jaxnet.train`` — ``TrainState``, ``make_train_step``, ``make_epoch``,
+  ``evaluate``, ``fit``.
+* ``jaxnet.metrics`` — ``accuracy``, ``precision_recall_f1``, ``confusion_matrix``.
+* ``jaxnet.checkpoint`` — ``save``, ``restore``, ``latest_step`` (no pickle).
+* ``jaxnet.datasets`` — ``load_mnist``, ``load_idx``, ``to_float``.
+* ``jaxnet.devices`` — what XLA will run on.
+
+Optimizers are optax's, used directly: ``optax.sgd``, ``optax.adam``.
+"""
+
+from . import checkpoint as checkpoint
+from . import data as data
+from . import datasets as datasets
+from . import devices as devices
+from . import losses as losses
+from . import metrics as metrics
+from . import nn as nn
+from . import train as train
+from ._tree import fingerprint as fingerprint
+from .data import ArrayDataset as ArrayDataset
+from .data import DataLoader as DataLoader
+from .data import random_split as random_split
+from .nn import MLP as MLP
+from .train import TrainState as TrainState
+from .train import evaluate as evaluate
+from .train import fit as fit
+from .train import make_epoch as make_epoch
+from .train import make_train_step as make_train_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP",
+    "ArrayDataset",
+    "DataLoader",
+    "TrainState",
+    "checkpoint",
+    "data",
+    "datasets",
+    "devices",
+    "evaluate",
+    "fingerprint",
+    "fit",
+    "losses",
+    "make_epoch",
+    "make_train_step",
+    "metrics",
+    "nn",
+    "random_split",
+    "train",
+]

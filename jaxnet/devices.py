@@ -1,0 +1,35 @@
+"""What XLA will run on: ``torch.cuda.is_available()`` and ``.to(device)``, the JAX way.
+
+JAX places arrays on the default device (the first GPU if jaxlib has CUDA and
+one is visible, else the CPU); there is no ``.to("cuda")``. Use
+``jax.device_put(x, device)`` to place data explicitly.
+
+>>> backend() in ("cpu", "gpu", "tpu")
+True
+"""
+
+from __future__ import annotations
+
+import jax
+
+__all__ = ["backend", "describe", "gpu_available"]
+
+
+def backend() -> str:
+    """The default backend: ``"cpu"``, ``"gpu"`` or ``"tpu"``."""
+    return jax.default_backend()
+
+
+def gpu_available() -> bool:
+    """``torch.cuda.is_available()``: is a GPU visible to JAX?"""
+    try:
+        return bool(jax.devices("gpu"))
+    except RuntimeError:
+        return False
+
+
+def describe() -> str:
+    """One line naming the backend and the devices, e.g. ``cpu: 1 x TFRT_CPU_0``."""
+    devs = jax.devices()
+    kinds = sorted({d.device_kind for d in devs})
+    return f"{backend()}: {len(devs)} device(s) ({', '.join(kinds)})"

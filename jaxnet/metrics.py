@@ -1,0 +1,78 @@
+"""Classification metrics as pure array functions (sklearn's ``(y_true, y_pred)`` order).
+
+``y_pred`` may be predicted class indices ``(N,)`` or scores ``(N, C)`` (logits,
+probabilities or log-probabilities), which are reduced with ``argmax``.
+
+>>> accuracy(jnp.array([0, 1, 1]), jnp.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]]))
+Array(0.6666667, dtype=float32)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["accuracy", "confusion_matrix", "precision_recall_f1"]
+
+
+def _predictions(y_true, y_pred) -> tuple[jax.Array, jax.Array]:
+    y_true, y_pred = jnp.asarray(y_true), jnp.asarray(y_pred)
+    if y_pred.ndim == y_true.ndim + 1:
+        y_pred = jnp.argmax(y_pred, axis=-1)
+    if y_pred.shape != y_true.shape:
+        raise ValueError(f"y_pred: expected shape {y_true.shape} (class indices) or "
+                         f"{y_true.shape + ('C',)} (scores), got {y_pred.shape}")
+    return y_true, y_pred
+
+
+def accuracy(y_true, y_pred, *, mask=None) -> jax.Array:
+    """Fraction of correct predictions; with ``mask``, over the masked-in examples."""
+    y_true, y_pred = _predictions(y_true, y_pred)
+    correct = (y_true == y_pred).astype(jnp.float32)
+    if mask is None:
+        return jnp.mean(correct)
+    mask = jnp.asarray(mask, jnp.float32)
+    return jnp.sum(correct * mask) / jnp.sum(mask)
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> jax.Array:
+    """``(num_classes, num_classes)`` counts; row = true class, column = predicted.
+
+    >>> confusion_matrix(jnp.array([0, 1, 1]), jnp.array([0, 0, 1]), num_classes=2)
+    Array([[1, 0],
+           [1, 1]], dtype=int32)
+    """
+    if not isinstance(num_classes, int) or num_classes <= 0:
+        raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
+    y_true, y_pred = _predictions(y_true, y_pred)
+    flat = y_true.reshape(-1) * num_classes + y_pred.reshape(-1)
+    counts = jnp.zeros(num_classes * num_classes, jnp.int32).at[flat].add(1, mode="drop")
+    return counts.reshape(num_classes, num_classes)
+
+
+def precision_recall_f1(y_true, y_pred, num_classes: int, *,
+                        average: str = "macro") -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Precision, recall and F1, averaged like sklearn's ``precision_recall_fscore_support``.
+
+    Args:
+      average: ``"macro"`` (unweighted mean over classes), ``"micro"`` (global
+        counts; equals accuracy for single-label data) or ``"none"`` (per class).
+        Classes with no predictions (or no examples) score 0, as sklearn's
+        ``zero_division=0``.
+    """
+    if average not in ("macro", "micro", "none"):
+        raise ValueError(f"average: expected 'macro', 'micro' or 'none', got {average!r}")
+    cm = confusion_matrix(y_true, y_pred, num_classes).astype(jnp.float32)
+    tp = jnp.diag(cm)
+    predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
+    if average == "micro":
+        tp, predicted, actual = tp.sum(), predicted.sum(), actual.sum()
+
+    def safe_div(a, b):
+        return jnp.where(b > 0, a / jnp.where(b > 0, b, 1), 0.0)
+
+    precision, recall = safe_div(tp, predicted), safe_div(tp, actual)
+    f1 = safe_div(2 * precision * recall, precision + recall)
+    if average == "macro":
+        return precision.mean(), recall.mean(), f1.mean()
+    return precision, recall, f1
