@@ -181,11 +181,13 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        leaves = jax.tree.leaves(state)
+        # Convert once, so the manifest describes exactly what is stored (numpy
+        # float64 becomes float32 unless jax_enable_x64 is on).
+        leaves = [jnp.asarray(x) for x in jax.tree.leaves(state)]
         manifest = {
             "format": FORMAT,
             "step": step,
-            "leaves": [{"path": p, "shape": list(np.shape(x)), "dtype": str(np.asarray(x).dtype),
+            "leaves": [{"path": p, "shape": list(x.shape), "dtype": str(x.dtype),
                         "sha256": array_digest(x)}
                        for p, x in zip(leaf_paths(state), leaves, strict=True)],
             "metadata": metadata or {},
@@ -216,8 +218,21 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
     return final
 
 
+def check_writable(directory) -> None:
+    """Raise ``CheckpointError`` now if ``directory`` cannot hold checkpoints (before training)."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".tmp-probe-{os.getpid()}"
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as e:
+        raise CheckpointError(f"checkpoint_dir: {directory} is not a writable folder "
+                              f"({type(e).__name__}: {e.strerror or e})") from None
+
+
 def _flat(leaves: list) -> dict[str, Any]:
-    return {f"{i:05d}": jnp.asarray(x) for i, x in enumerate(leaves)}
+    return {f"{i:05d}": x for i, x in enumerate(leaves)}
 
 
 def _resolve(directory, step: int | None) -> Path:

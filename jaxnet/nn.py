@@ -188,12 +188,12 @@ def functional(model: nnx.Module):
     def apply(params, x):
         return nnx.merge(graphdef, params, rest)(x)
 
-    return apply, params.to_pure_dict()
+    return apply, nnx.to_pure_dict(params)
 
 
 def state_dict(model: nnx.Module) -> dict:
     """The model's parameters as a plain nested dict (``model.state_dict()``)."""
-    return nnx.state(model, nnx.Param).to_pure_dict()
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
 def load_state_dict(model: nnx.Module, params: dict) -> None:
@@ -202,7 +202,7 @@ def load_state_dict(model: nnx.Module, params: dict) -> None:
     Raises ``ValueError`` naming the first path whose shape differs.
     """
     current = nnx.state(model, nnx.Param)
-    want = jax.tree_util.tree_flatten_with_path(current.to_pure_dict())[0]
+    want = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(current))[0]
     got_leaves, got_def = jax.tree_util.tree_flatten_with_path(params)
     want_paths = [jax.tree_util.keystr(p) for p, _ in want]
     got_paths = [jax.tree_util.keystr(p) for p, _ in got_leaves]

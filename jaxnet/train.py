@@ -300,6 +300,13 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
 
         if resume:
             state, start_epoch, history = checkpoint.resume_state(checkpoint_dir, state, log=log)
+        else:
+            existing = checkpoint.all_steps(checkpoint_dir)
+            if existing:
+                raise checkpoint.CheckpointExistsError(
+                    f"checkpoint_dir: {checkpoint_dir} already holds checkpoints (steps "
+                    f"{existing}); pass resume=True to continue that run, or use an empty folder")
+        checkpoint.check_writable(checkpoint_dir)
 
     if fast:
         runner = make_epoch(apply, loss_fn, optimizer, check_finite=check_finite)

@@ -1,0 +1,42 @@
+"""A strict harness: warnings are errors (pyproject), fresh keys per test, real MNIST located."""
+
+import os
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def key(request):
+    """A fresh jax.random key per test, derived from the test's name (reproducible)."""
+    return jax.random.PRNGKey(abs(hash(request.node.name)) % (2**31))
+
+
+def mnist_dir() -> Path | None:
+    candidates = [os.environ.get("JAXNET_DATA_DIR"), ROOT.parent / "shared" / "data" / "mnist"]
+    for c in candidates:
+        if c and (Path(c) / "t10k-labels-idx1-ubyte.gz").is_file():
+            return Path(c)
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_path() -> Path:
+    path = mnist_dir()
+    if path is None:
+        pytest.skip("real MNIST not found: set JAXNET_DATA_DIR or put it in ../shared/data/mnist "
+                    "(.ci/run fails before tests when it is missing)")
+    return path
+
+
+def run_python(*args, env=None, timeout=300, cwd=ROOT):
+    """Run ``python *args`` in a subprocess; returns CompletedProcess (text)."""
+    import subprocess
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=full_env)

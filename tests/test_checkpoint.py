@@ -1,0 +1,134 @@
+import os
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxnet import checkpoint, fingerprint, nn
+from jaxnet.train import TrainState
+
+
+def make_state(seed=0, hidden=8, opt=None):
+    apply, params = nn.functional(nn.MLP(4, [hidden], 3, rngs=seed))
+    return TrainState.create(params, opt or optax.adam(1e-3), seed=seed)
+
+
+def test_train_state_round_trips_bit_exactly(tmp_path):
+    state = make_state()
+    # make the optimizer state non-trivial
+    grads = jax.tree.map(jnp.ones_like, state.params)
+    updates, opt_state = optax.adam(1e-3).update(grads, state.opt_state, state.params)
+    state = state.replace(opt_state=opt_state, step=jnp.asarray(7, jnp.int32))
+    checkpoint.save(tmp_path, state, step=7, metadata={"epoch": 2, "note": "x"})
+    restored = checkpoint.restore(tmp_path, like=make_state(seed=1))
+    assert fingerprint(restored) == fingerprint(state)
+    assert jax.tree.structure(restored) == jax.tree.structure(state)
+    assert type(restored.opt_state[0]).__name__ == "ScaleByAdamState"
+    assert checkpoint.load_metadata(tmp_path) == {"epoch": 2, "note": "x"}
+
+
+def test_steps_latest_and_keep(tmp_path):
+    state = make_state()
+    assert checkpoint.latest_step(tmp_path) is None and checkpoint.all_steps(tmp_path) == []
+    for step in (1, 2, 3, 4):
+        checkpoint.save(tmp_path, state, step=step, keep=2)
+    assert checkpoint.all_steps(tmp_path) == [3, 4]
+    assert checkpoint.latest_step(tmp_path) == 4
+    with pytest.raises(checkpoint.CheckpointNotFoundError, match=r"step 1 .*\[3, 4\]"):
+        checkpoint.restore(tmp_path, like=state, step=1)
+
+
+def test_never_overwrites_an_existing_step(tmp_path):
+    checkpoint.save(tmp_path, make_state(seed=0), step=1)
+    before = checkpoint.restore(tmp_path, like=make_state())
+    with pytest.raises(checkpoint.CheckpointExistsError, match="refusing to overwrite"):
+        checkpoint.save(tmp_path, make_state(seed=1), step=1)
+    assert fingerprint(checkpoint.restore(tmp_path, like=make_state())) == fingerprint(before)
+
+
+def test_shape_mismatch_names_path_and_both_shapes(tmp_path):
+    checkpoint.save(tmp_path, make_state(hidden=8).params, step=1)
+    with pytest.raises(checkpoint.CheckpointMismatchError,
+                       match=r"layers/0/bias has shape \(8,\) float32 in the checkpoint but "
+                             r"\(16,\) float32 in like"):
+        checkpoint.restore(tmp_path, like=make_state(hidden=16).params)
+
+
+def test_structure_and_dtype_mismatch(tmp_path):
+    params = make_state().params
+    checkpoint.save(tmp_path, params, step=1)
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="structure differs"):
+        checkpoint.restore(tmp_path, like={"other": params["layers"]})
+    half = jax.tree.map(lambda x: x.astype(jnp.float16), params)
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="float32 in the checkpoint"):
+        checkpoint.restore(tmp_path, like=half)
+
+
+def _array_files(path):
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.stat().st_size > 100
+                  and p.name != "manifest.json")
+
+
+def test_bit_flip_is_detected(tmp_path):
+    final = checkpoint.save(tmp_path, make_state(), step=1)
+    target = _array_files(final)[-1]
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointCorruptError, match="is corrupt"):
+        checkpoint.restore(tmp_path, like=make_state())
+
+
+def test_truncation_is_detected(tmp_path):
+    final = checkpoint.save(tmp_path, make_state(), step=1)
+    target = _array_files(final)[-1]
+    target.write_bytes(target.read_bytes()[:10])
+    with pytest.raises(checkpoint.CheckpointCorruptError, match="truncated or changed"):
+        checkpoint.restore(tmp_path, like=make_state())
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['JAXNET_PWNED']}",))
+
+
+def test_crafted_pickle_is_rejected_without_running(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("JAXNET_PWNED", str(marker))
+    final = checkpoint.save(tmp_path / "ck", make_state(), step=1)
+    payload = pickle.dumps(_Evil())
+    (final / "data.pkl").write_bytes(payload)  # a foreign file
+    with pytest.raises(checkpoint.CheckpointCorruptError, match="foreign file data.pkl"):
+        checkpoint.restore(tmp_path / "ck", like=make_state())
+    (final / "data.pkl").unlink()
+    (final / "manifest.json").write_bytes(payload)  # the manifest replaced by a pickle
+    with pytest.raises(checkpoint.CheckpointCorruptError, match="unreadable manifest.json"):
+        checkpoint.restore(tmp_path / "ck", like=make_state())
+    assert not marker.exists()
+
+
+def test_half_written_checkpoint_is_never_listed(tmp_path):
+    checkpoint.save(tmp_path, make_state(), step=1)
+    (tmp_path / ".tmp-step_00000002-999999").mkdir()  # as a killed save leaves it
+    (tmp_path / "step_00000003").mkdir()  # no manifest: incomplete
+    assert checkpoint.all_steps(tmp_path) == [1]
+    assert checkpoint.latest_step(tmp_path) == 1
+
+
+def test_unwritable_directory_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("user data")
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoint_dir: could not write"):
+        checkpoint.save(blocker / "sub", make_state(), step=1)
+    assert blocker.read_text() == "user data"
+
+
+def test_numpy_leaves_and_plain_dicts(tmp_path):
+    tree = {"a": np.arange(5, dtype=np.int32), "b": {"c": np.float32(2.5) * np.ones((2, 2))}}
+    checkpoint.save(tmp_path, tree, step=0)
+    out = checkpoint.restore(tmp_path, like=tree)
+    np.testing.assert_array_equal(out["a"], tree["a"])
+    np.testing.assert_array_equal(out["b"]["c"], tree["b"]["c"])
