@@ -57,7 +57,8 @@ def main(argv=None):
     params = state.params
     logits = apply(params, X_TEST)
     print("test predictions:", np.asarray(logits.argmax(-1)).tolist())
-    print("test probabilities:", np.round(np.asarray(jax.nn.softmax(logits), np.float64), 4).tolist())
+    probs = np.asarray(jax.nn.softmax(logits), np.float64)
+    print("test probabilities:", np.round(probs, 4).tolist())
     print(f"train accuracy: {float(metrics.accuracy(Y_TRAIN, apply(params, X_TRAIN))):.4f}")
     print(f"test accuracy: {float(metrics.accuracy(Y_TEST, logits)):.4f}")
 

@@ -96,19 +96,30 @@ def nll_loss(log_probs, labels, *, reduction: str = "mean", mask=None) -> jax.Ar
     return _reduce(-_pick(log_probs, labels), reduction, mask)
 
 
-def cross_entropy(logits, labels, *, reduction: str = "mean", mask=None) -> jax.Array:
+def cross_entropy(logits, labels, *, reduction: str = "mean", mask=None,
+                  label_smoothing: float = 0.0) -> jax.Array:
     """Softmax cross-entropy of integer ``labels`` given raw ``logits`` (``F.cross_entropy``).
 
-    Equal to ``nll_loss(jax.nn.log_softmax(logits), labels)``.
+    Equal to ``nll_loss(jax.nn.log_softmax(logits), labels)`` when
+    ``label_smoothing`` is 0; otherwise, like PyTorch, the target is
+    ``(1 - label_smoothing)`` on the label plus ``label_smoothing / C`` on
+    every class.
 
     Args:
       logits: ``(N, C)`` unnormalised scores.
       labels: ``(N,)`` integer class indices in ``[0, C)``.
       reduction: ``"mean" | "sum" | "none"``.
       mask: optional ``(N,)`` per-example weights or 0/1 mask.
+      label_smoothing: in ``[0, 1]``.
     """
     logits, labels = _check_class_inputs("logits", logits, labels, "cross_entropy")
-    return _reduce(-_pick(jax.nn.log_softmax(logits, axis=-1), labels), reduction, mask)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing: expected a number in [0, 1], got {label_smoothing!r}")
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    loss = -_pick(log_probs, labels)
+    if label_smoothing:
+        loss = (1 - label_smoothing) * loss - label_smoothing * jnp.mean(log_probs, axis=-1)
+    return _reduce(loss, reduction, mask)
 
 
 def _check_same_shape(fn: str, a_name: str, a, b_name: str, b):

@@ -18,7 +18,8 @@ checkpointer work on.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence as SequenceABC
+from collections.abc import Callable
+from collections.abc import Sequence as SequenceABC
 from typing import Any
 
 import jax
@@ -261,7 +262,8 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *,
         rows.append((f"{i}: {_layer_name(layer)}", str(tuple(x.shape)), f"{n:,}"))
     header = ("Layer", "Output shape", "Params")
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(3)]
-    fmt = "{:<%d}  {:<%d}  {:>%d}" % tuple(widths)
+    w0, w1, w2 = widths
+    fmt = f"{{:<{w0}}}  {{:<{w1}}}  {{:>{w2}}}"
     rule = "-" * (sum(widths) + 4)
     lines = [f"{type(model).__name__} (input {tuple(input_shape)})", rule, fmt.format(*header),
              rule, *(fmt.format(*r) for r in rows), rule,

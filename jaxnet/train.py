@@ -285,7 +285,8 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
 
     Returns:
       ``(state, history)``; ``history[i]`` has ``epoch``, ``train_loss``,
-      ``seconds`` and, with ``val_data``, ``val_loss``/``val_accuracy``.
+      ``train_seconds`` (training only), ``seconds`` (with validation) and,
+      with ``val_data``, ``val_loss``/``val_accuracy``.
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs: expected a non-negative int, got {epochs!r}")
@@ -339,6 +340,7 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
                                                     epoch)
             if check_finite:
                 _check_finite_epoch(finite, state.params, epoch + 1)
+            entry["train_seconds"] = time.perf_counter() - t0  # losses are on the host: done
             counts = mask.sum(axis=1)
             entry["train_loss"] = float(np.sum(losses * counts) / np.sum(counts))
             if val_data is not None:

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+
 from conftest import ROOT, run_python
 
 EXAMPLES = ["autograd_logistic", "toy_classifier", "random_binary", "regression"]
