@@ -88,13 +88,30 @@ def _check_features(name: str, value: Any) -> int:
     return int(value)
 
 
+_CHUNK = 1 << 16
+
+
+@jax.jit
+def _uniform_chunk(key, index):
+    return jax.random.uniform(jax.random.fold_in(key, index), (_CHUNK,), jnp.float32)
+
+
 def _torch_uniform(fan_in: int):
-    # PyTorch's nn.Linear default: kaiming_uniform(a=sqrt(5)) for the weight and
-    # U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the bias; both reduce to this bound.
-    bound = 1.0 / math.sqrt(fan_in)
+    """PyTorch's nn.Linear default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    (kaiming_uniform(a=sqrt(5)) for the weight and the bias rule both reduce
+    to this bound.) The draws come in fixed-size chunks, ``fold_in(key, i)``,
+    from one compiled program: XLA compiles a sampler per shape in ~0.2 s on
+    CPU, which made building the MNIST MLP take 1.5 s. Still a pure function
+    of the key.
+    """
+    bound = np.float32(1.0 / math.sqrt(fan_in))
 
     def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+        n = math.prod(shape)
+        chunks = [np.asarray(_uniform_chunk(key, i)) for i in range(-(-n // _CHUNK))]
+        u = np.concatenate(chunks)[:n].reshape(shape)
+        return jnp.asarray((u * (2 * bound) - bound).astype(dtype))
 
     return init
 

@@ -150,7 +150,7 @@ def make_train_step(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTran
 
 
 def make_epoch(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
-               check_finite: bool = False, donate: bool = True):
+               donate: bool = True):
     """Build the jitted ``run_epoch(state, data, indices, mask) -> (state, metrics)``.
 
     The whole epoch is one ``lax.scan`` over batches gathered on the device, so
@@ -163,9 +163,7 @@ def make_epoch(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransform
         ``DataLoader.index_batches(epoch)``.
       mask: ``(num_batches, batch_size)`` bool, False on padding.
 
-    Returns ``metrics["loss"]`` of shape ``(num_batches,)`` (and
-    ``metrics["finite"]`` ``(num_batches, 1 + num_param_leaves)`` with
-    ``check_finite``).
+    Returns ``metrics["loss"]`` of shape ``(num_batches,)``.
     """
 
     def run_epoch(state: TrainState, data, indices, mask):
@@ -173,13 +171,10 @@ def make_epoch(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransform
 
         def body(state, batch):
             idx, m = batch
-            state, loss, grads = _grad_step(apply, loss_fn, optimizer, state,
-                                            jnp.take(x_all, idx, axis=0),
-                                            jnp.take(y_all, idx, axis=0), m)
-            metrics = {"loss": loss}
-            if check_finite:
-                metrics["finite"] = _finite_flags(loss, grads)
-            return state, metrics
+            state, loss, _ = _grad_step(apply, loss_fn, optimizer, state,
+                                        jnp.take(x_all, idx, axis=0),
+                                        jnp.take(y_all, idx, axis=0), m)
+            return state, {"loss": loss}
 
         return jax.lax.scan(body, state, (indices, mask))
 
@@ -247,13 +242,27 @@ def evaluate(apply: Apply, params: Any, data, *, loss_fn: LossFn | None = None,
     return {k: float(v) for k, v in totals.items()}
 
 
-def _check_finite_epoch(finite: np.ndarray, params: Any, epoch: int) -> None:
-    if finite.all():
-        return
-    step = int(np.argmin(finite.all(axis=1)))
-    names = ["loss" if i == 0 else f"grad of {leaf_paths(params)[i - 1]}"
-             for i in np.flatnonzero(~finite[step])]
-    raise NonFiniteError(epoch, step, names)
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+def _find_non_finite(step_fn, start: TrainState, x, y, indices, mask, epoch: int):
+    """Replay an epoch from its start with per-leaf checks; raise naming the first culprit.
+
+    Only runs after the cheap checks (per-step loss, end-of-epoch params) failed,
+    so the hot path pays nothing for the diagnosis.
+    """
+    state = start
+    for i in range(indices.shape[0]):
+        idx = indices[i]
+        state, metrics = step_fn(state, (x[idx], y[idx], mask[i]))
+        finite = np.asarray(metrics["finite"])
+        if not finite.all():
+            names = ["loss" if j == 0 else f"grad of {leaf_paths(start.params)[j - 1]}"
+                     for j in np.flatnonzero(~finite)]
+            raise NonFiniteError(epoch, i, names)
+    raise NonFiniteError(epoch, indices.shape[0] - 1, ["parameters after the epoch"])
 
 
 def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
@@ -276,7 +285,10 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
       fast: run each epoch as one jitted ``lax.scan`` over device-resident data
         (default); ``False`` steps batch by batch from the host.
       check_finite: stop with ``NonFiniteError`` naming the epoch, step and
-        parameter when a loss or gradient is NaN/Inf.
+        parameter when a loss or gradient is NaN/Inf. The hot path only checks
+        the per-step loss and, after each epoch, the parameters (a NaN gradient
+        poisons both); when either fails, the epoch is replayed from a copy of
+        its starting state with per-parameter checks to name the culprit.
       checkpoint_dir: save the state after every epoch there (keep the last
         ``keep``); with ``resume=True`` continue from the newest intact one.
       config: JSON-able run configuration stored with each checkpoint.
@@ -310,10 +322,10 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
         checkpoint.check_writable(checkpoint_dir)
 
     if fast:
-        runner = make_epoch(apply, loss_fn, optimizer, check_finite=check_finite)
+        runner = make_epoch(apply, loss_fn, optimizer)
         data = (jax.device_put(x), jax.device_put(y))
     else:
-        runner = make_train_step(apply, loss_fn, optimizer, check_finite=check_finite)
+        runner = make_train_step(apply, loss_fn, optimizer)
     compiled = None
 
     bar = None
@@ -327,6 +339,8 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
             t0 = time.perf_counter()
             indices, mask = loader.index_batches(epoch)
             entry: dict[str, Any] = {"epoch": epoch + 1}
+            # The donated state is consumed; keep a copy to diagnose a NaN (cheap: once an epoch).
+            start = jax.tree.map(jnp.copy, state) if check_finite else None
             if fast:
                 if compiled is None:
                     compiled = runner.lower(state, data, indices, mask).compile()
@@ -334,13 +348,13 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
                     t0 = time.perf_counter()
                 state, metrics = compiled(state, data, indices, mask)
                 losses = np.asarray(metrics["loss"])
-                finite = np.asarray(metrics["finite"]) if check_finite else None
             else:
-                state, losses, finite = _host_epoch(runner, state, x, y, indices, mask, bar,
-                                                    epoch)
-            if check_finite:
-                _check_finite_epoch(finite, state.params, epoch + 1)
+                state, losses = _host_epoch(runner, state, x, y, indices, mask, bar, epoch)
             entry["train_seconds"] = time.perf_counter() - t0  # losses are on the host: done
+            if check_finite and not (np.isfinite(losses).all() and _all_finite(state.params)):
+                checked_step = make_train_step(apply, loss_fn, optimizer, check_finite=True,
+                                               donate=False)
+                _find_non_finite(checked_step, start, x, y, indices, mask, epoch + 1)
             counts = mask.sum(axis=1)
             entry["train_loss"] = float(np.sum(losses * counts) / np.sum(counts))
             if val_data is not None:
@@ -364,21 +378,18 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
 
 def _host_epoch(step_fn, state, x, y, indices, mask, bar, epoch):
     """One epoch of jitted steps driven from Python (the DataLoader path)."""
-    losses, finite = [], []
+    losses = []
     running = 0.0
     for i in range(indices.shape[0]):
         idx = indices[i]
         state, metrics = step_fn(state, (x[idx], y[idx], mask[i]))
         losses.append(metrics["loss"])
-        if "finite" in metrics:
-            finite.append(metrics["finite"])
         if bar is not None:
             if i % 10 == 0 or i == indices.shape[0] - 1:
                 running = float(np.mean(np.asarray(losses[-10:])))
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{running:.4f}", refresh=False)
-    finite = np.asarray(jnp.stack(finite)) if finite else None
-    return state, np.asarray(jnp.stack(losses)), finite
+    return state, np.asarray(jnp.stack(losses))
 
 
 def _epoch_line(entry: dict, epochs: int) -> str:

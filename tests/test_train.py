@@ -201,3 +201,20 @@ def test_fit_refuses_to_overwrite_an_existing_run(tmp_path):
         fit(state, apply, losses.cross_entropy, optimizer, (x, y), epochs=1, progress=False,
             log=None, checkpoint_dir=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_non_finite_gradient_with_finite_loss_names_the_parameter():
+    x, y = blobs(n=64)
+    apply, params, optimizer, state = setup()
+
+    def poisoned(params, inputs):
+        # d/db sqrt(0 * b^2) is NaN while the value stays 0: only layers/2/bias is hit.
+        bias = params["layers"][2]["bias"]
+        return apply(params, inputs) + 0.0 * jnp.sqrt(0.0 * jnp.sum(bias ** 2))
+
+    with pytest.raises(NonFiniteError) as info:
+        fit(state, poisoned, losses.cross_entropy, optimizer, (x, y), epochs=1, batch_size=16,
+            progress=False, log=None)
+    assert (info.value.epoch, info.value.step) == (1, 0)
+    assert info.value.names == ["grad of layers/2/bias"]
+    assert "epoch 1, step 0" in str(info.value)
