@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -32,7 +33,7 @@ from . import datasets, losses, nn
 from ._tree import fingerprint
 from .train import TrainState, evaluate, fit
 
-__all__ = ["RECIPES", "MnistConfig", "make_optimizer", "train_mnist"]
+__all__ = ["RECIPES", "MnistConfig", "load_data", "make_optimizer", "normalize", "train_mnist"]
 
 
 @dataclass(frozen=True)
@@ -107,12 +108,21 @@ def make_optimizer(config: MnistConfig, steps_per_epoch: int) -> optax.GradientT
 
 
 def load_data(data_dir=None, source: str = "idx"):
-    """``((x_train, y_train), (x_test, y_test))``: float32 ``(N, 784)`` normalised, int32."""
+    """``((x_train, y_train), (x_test, y_test))``: raw uint8 pixels ``(N, 784)``, int32 labels.
+
+    The pixels stay uint8 (47 MB for the training set instead of 188 MB as
+    float32); ``normalize`` runs inside the jitted step instead.
+    """
     out = []
     for split in ("train", "test"):
         images, labels = datasets.load_mnist(split, data_dir, source=source)
-        out.append((datasets.to_float(images, flatten=True), labels))
+        out.append((images.reshape(len(images), -1), labels))
     return tuple(out)
+
+
+def normalize(x):
+    """The course's ``ToTensor()`` + ``Normalize((0.5,), (0.5,))``, as a jittable function."""
+    return (jnp.asarray(x, jnp.float32) / 255.0 - 0.5) / 0.5
 
 
 def train_mnist(config: MnistConfig, *, data=None, data_dir=None, source: str = "idx",
@@ -149,7 +159,11 @@ def train_mnist(config: MnistConfig, *, data=None, data_dir=None, source: str = 
                                      for k, (a, b) in diff.items()))
     model = nn.MLP(784, list(config.hidden), 10, rngs=config.seed,
                    output_activation="log_softmax" if config.loss == "nll" else "identity")
-    apply, params = nn.functional(model)
+    model_apply, params = nn.functional(model)
+
+    def apply(params, pixels):  # uint8 pixels in, normalised inside the compiled step
+        return model_apply(params, normalize(pixels))
+
     if config.loss == "nll":
         loss_fn = losses.nll_loss
     else:
