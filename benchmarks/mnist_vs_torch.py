@@ -151,14 +151,16 @@ def matmul_ceiling(n: int = 2048) -> dict:
     return out
 
 
-def import_seconds(statement: str, repeats: int = 5) -> float:
-    times = []
+def import_seconds(statements: dict[str, str], repeats: int = 9) -> dict[str, float]:
+    """Median import time of each statement in fresh processes, interleaved so noise is shared."""
+    times: dict[str, list[float]] = {name: [] for name in statements}
     for _ in range(repeats):
-        src = f"import time; t=time.perf_counter(); {statement}; print(time.perf_counter()-t)"
-        res = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True,
-                             check=True)
-        times.append(float(res.stdout.strip().splitlines()[-1]))
-    return statistics.median(times)
+        for name, statement in statements.items():
+            src = f"import time; t=time.perf_counter(); {statement}; print(time.perf_counter()-t)"
+            res = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True,
+                                 check=True)
+            times[name].append(float(res.stdout.strip().splitlines()[-1]))
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main(argv=None) -> int:
@@ -187,8 +189,8 @@ def main(argv=None) -> int:
                   f"{res['time_to_result']:.1f} s; peak {res['peak_rss_mib']:.0f} MiB",
                   flush=True)
     ceiling = matmul_ceiling()
-    imports = {"jax, flax, optax": import_seconds("import jax, flax.nnx, optax"),
-               "jaxnet": import_seconds("import jaxnet")}
+    imports = import_seconds({"jax, flax, optax": "import jax, flax.nnx, optax",
+                              "jaxnet": "import jaxnet"})
 
     def summary(kind):
         rs = runs[kind]
