@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -345,29 +346,38 @@ def load_metadata(directory, step: int | None = None) -> dict:
     return _read_manifest(path)["metadata"]
 
 
-def resume_state(directory, like: Any, *, log=print) -> tuple[Any, int, list]:
+def resume_state(directory, like: Any, *, log=print) -> tuple[Any, int, list, dict | None]:
     """Restore the newest intact checkpoint written by ``train.fit``.
 
-    Returns ``(state, epoch, history)``. With no checkpoint at all it returns
-    ``(like, 0, [])`` and says so; a damaged newest checkpoint is skipped with
-    a warning in favour of an older intact one; if checkpoints exist but none
-    is intact it raises ``CheckpointCorruptError`` rather than start over.
+    Returns ``(state, epoch, history, config)`` (``config``: the run
+    configuration saved with it). With no checkpoint at all it returns
+    ``(like, 0, [], None)`` and says so; a damaged newest checkpoint is moved aside
+    (renamed ``corrupt-step_...``, never deleted) with a warning in favour of
+    an older intact one; if checkpoints exist but none is intact it raises
+    ``CheckpointCorruptError`` and changes nothing, rather than start over.
     """
     steps = all_steps(directory)
     if not steps:
         log(f"resume: no complete checkpoint in {directory}; starting from scratch")
-        return like, 0, []
-    problems = []
+        return like, 0, [], None
+    damaged: list[tuple[int, CheckpointCorruptError]] = []
     for step in reversed(steps):
         try:
             state = restore(directory, like, step=step)
             meta = load_metadata(directory, step)
         except CheckpointCorruptError as e:
-            problems.append(str(e))
-            log(f"warning: {e}; trying an older checkpoint")
+            damaged.append((step, e))
             continue
+        for bad_step, error in damaged:
+            # Moved, never deleted: the user can still inspect it, and the resumed
+            # run can write this step again.
+            bad = _step_dir(Path(directory), bad_step)
+            aside = bad.with_name(f"corrupt-{bad.name}-{time.time_ns()}")
+            os.rename(bad, aside)
+            log(f"warning: {error}; moved it to {aside.name}")
         log(f"resume: continuing from {_step_dir(Path(directory), step)} "
             f"(epoch {meta.get('epoch', step)})")
-        return state, int(meta.get("epoch", step)), list(meta.get("history", []))
-    raise CheckpointCorruptError(f"no intact checkpoint in {directory} "
-                                 f"({len(problems)} damaged); first problem: {problems[0]}")
+        return (state, int(meta.get("epoch", step)), list(meta.get("history", [])),
+                meta.get("config"))
+    raise CheckpointCorruptError(f"no intact checkpoint in {directory} ({len(damaged)} "
+                                 f"damaged, none changed); newest: {damaged[0][1]}")

@@ -145,18 +145,6 @@ def train_mnist(config: MnistConfig, *, data=None, data_dir=None, source: str = 
       ``state`` (the final ``TrainState``).
     """
     (x, y), (x_test, y_test) = data if data is not None else load_data(data_dir, source)
-    if checkpoint_dir is not None and resume:
-        from . import checkpoint
-
-        if checkpoint.latest_step(checkpoint_dir) is not None:
-            saved = checkpoint.load_metadata(checkpoint_dir).get("config", {})
-            diff = {k: (saved.get(k), v) for k, v in config.to_json().items()
-                    if k != "epochs" and saved.get(k) != v}
-            if diff:
-                raise ValueError(f"resume: {checkpoint_dir} was written by a run with another "
-                                 f"configuration: " + ", ".join(
-                                     f"{k} {a!r} (checkpoint) vs {b!r} (now)"
-                                     for k, (a, b) in diff.items()))
     model = nn.MLP(784, list(config.hidden), 10, rngs=config.seed,
                    output_activation="log_softmax" if config.loss == "nll" else "identity")
     model_apply, params = nn.functional(model)

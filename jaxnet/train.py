@@ -312,7 +312,9 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
         from . import checkpoint
 
         if resume:
-            state, start_epoch, history = checkpoint.resume_state(checkpoint_dir, state, log=log)
+            state, start_epoch, history, saved = checkpoint.resume_state(checkpoint_dir, state,
+                                                                         log=log)
+            _check_same_config(saved, config, checkpoint_dir)
         else:
             existing = checkpoint.all_steps(checkpoint_dir)
             if existing:
@@ -374,6 +376,17 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
         if bar is not None:
             bar.close()
     return state, history
+
+
+def _check_same_config(saved: dict | None, config: dict | None, directory) -> None:
+    """A run resumes only with the configuration it started with (``epochs`` may grow)."""
+    if saved is None or config is None:
+        return
+    diff = {k: (saved.get(k), v) for k, v in config.items() if k != "epochs" and saved.get(k) != v}
+    if diff:
+        raise ValueError(f"resume: {directory} was written by a run with another configuration: "
+                         + ", ".join(f"{k} {a!r} (checkpoint) vs {b!r} (now)"
+                                     for k, (a, b) in diff.items()))
 
 
 def _host_epoch(step_fn, state, x, y, indices, mask, bar, epoch):

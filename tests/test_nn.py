@@ -102,3 +102,12 @@ def test_load_state_dict_names_the_mismatching_path():
 def test_mlp_bad_arguments(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         nn.MLP(**kwargs)
+
+
+def test_models_can_be_built_abstractly_and_under_jit():
+    abstract = nnx.eval_shape(lambda: nn.MLP(784, [512], 10, rngs=0))
+    assert nn.count_params(abstract) == 784 * 512 + 512 + 5130
+    built = jax.jit(lambda: nn.functional(nn.MLP(3, [4], 2, rngs=0))[1])()
+    eager = nn.functional(nn.MLP(3, [4], 2, rngs=0))[1]
+    for a, b in zip(jax.tree.leaves(built), jax.tree.leaves(eager), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
