@@ -30,11 +30,14 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 
 def _positive(kind):
+    article = "an" if kind is int else "a"
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {article} {kind.__name__}, got {text!r}") from None
         if not value > 0:
             raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
         return value
@@ -93,6 +96,18 @@ def _check_outputs(args, parser) -> None:
             parser.error(f"--{flag}: cannot write {path}: {parent} is not a writable folder")
     if args.resume and not args.checkpoint_dir:
         parser.error("--resume: needs --checkpoint-dir")
+    if args.checkpoint_dir:
+        from . import checkpoint
+
+        try:
+            checkpoint.check_writable(args.checkpoint_dir)
+        except checkpoint.CheckpointError as e:
+            parser.error(f"--checkpoint-dir: {str(e).removeprefix('checkpoint_dir: ')}")
+        steps = checkpoint.all_steps(args.checkpoint_dir)
+        if steps and not args.resume:
+            parser.error(f"--checkpoint-dir: {args.checkpoint_dir} already holds checkpoints "
+                         f"(steps {steps}); pass --resume to continue that run, or use an "
+                         f"empty folder")
 
 
 def _plot(history, path: str) -> None:

@@ -1,0 +1,234 @@
+"""Bad input everywhere: each case must raise a clear error naming the argument, the
+expected and the actual value, and must leave every file the user had untouched."""
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxnet import checkpoint, cli, datasets, losses, metrics, mnist, nn
+from jaxnet.data import ArrayDataset, DataLoader, random_split
+from jaxnet.train import TrainState, evaluate, fit
+
+
+class CliFailed(Exception):
+    """The command exited non-zero; the message is its exit code and stderr."""
+
+
+@dataclass
+class Case:
+    id: str
+    call: Any  # call(ws: Path, mnist: Path)
+    error: type
+    match: str
+
+
+def cli_run(*args):
+    def call(ws, mnist_path):
+        import contextlib
+        import io
+
+        argv = [a.format(ws=ws, mnist=mnist_path) for a in args]
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(["train", "mnist", "--no-progress", *argv])
+            except SystemExit as e:
+                code = e.code
+        if code:
+            raise CliFailed(f"exit {code}: {err.getvalue().strip()}")
+    return call
+
+
+def tiny_state():
+    return TrainState.create(nn.functional(nn.MLP(3, [4], 2, rngs=0))[1], optax.sgd(0.1))
+
+
+def fit_with(**overrides):
+    def call(ws, mnist_path):
+        apply, params = nn.functional(nn.MLP(3, [4], 2, rngs=0))
+        kwargs = dict(epochs=1, progress=False, log=None)
+        kwargs.update({k: v.format(ws=ws) if isinstance(v, str) else v
+                       for k, v in overrides.items()})
+        data = kwargs.pop("data", (np.zeros((8, 3), np.float32), np.zeros(8, np.int32)))
+        fit(TrainState.create(params, optax.sgd(0.1)), apply, losses.cross_entropy,
+            optax.sgd(0.1), data, **kwargs)
+    return call
+
+
+Z, Y = jnp.zeros((4, 3)), jnp.array([0, 1, 2, 2])
+
+CASES = [
+    # models
+    Case("mlp-in-features", lambda ws, m: nn.MLP(0, [3], 2), ValueError,
+         "in_features: expected a positive int, got 0"),
+    Case("mlp-hidden-size", lambda ws, m: nn.MLP(3, [3, -1], 2), ValueError,
+         r"hidden\[1\]: expected a positive int, got -1"),
+    Case("mlp-hidden-type", lambda ws, m: nn.MLP(3, 64, 2), TypeError,
+         "hidden: expected a sequence of ints .* got 64"),
+    Case("mlp-activation", lambda ws, m: nn.MLP(3, [3], 2, activation="swishy"), ValueError,
+         "activation: expected one of .* got 'swishy'"),
+    Case("mlp-rngs", lambda ws, m: nn.MLP(3, [3], 2, rngs=1.5), TypeError,
+         "rngs: expected an nnx.Rngs or an int seed, got float"),
+    Case("linear-out", lambda ws, m: nn.Linear(3, 0), ValueError,
+         "out_features: expected a positive int, got 0"),
+    # losses
+    Case("ce-label-shape", lambda ws, m: losses.cross_entropy(Z, Y[:3]), ValueError,
+         r"labels must have shape \(4,\) .* got \(3,\)"),
+    Case("ce-label-dtype", lambda ws, m: losses.cross_entropy(Z, Y * 1.0), TypeError,
+         "labels must be integer class indices, got dtype float32"),
+    Case("ce-label-range", lambda ws, m: losses.cross_entropy(Z, Y + 3), ValueError,
+         r"labels must lie in \[0, 2\] \(3 classes\), got 5"),
+    Case("nll-negative-label", lambda ws, m: losses.nll_loss(Z, Y - 1), ValueError,
+         r"labels must lie in \[0, 2\] \(3 classes\), got -1"),
+    Case("reduction", lambda ws, m: losses.nll_loss(Z, Y, reduction="avg"), ValueError,
+         r"reduction: expected one of \('mean', 'sum', 'none'\), got 'avg'"),
+    Case("mse-shape", lambda ws, m: losses.mse_loss(jnp.ones((4, 1)), jnp.ones(4)), ValueError,
+         r"target must have the shape of input \(4, 1\), got \(4,\)"),
+    Case("bce-shape", lambda ws, m: losses.binary_cross_entropy(jnp.ones(3), jnp.ones(2)),
+         ValueError, r"targets must have the shape of probs \(3,\), got \(2,\)"),
+    Case("mask-shape", lambda ws, m: losses.cross_entropy(Z, Y, mask=jnp.ones(5)), ValueError,
+         r"mask: expected shape \(4,\) .* got \(5,\)"),
+    Case("label-smoothing", lambda ws, m: losses.cross_entropy(Z, Y, label_smoothing=1.5),
+         ValueError, r"label_smoothing: expected a number in \[0, 1\], got 1.5"),
+    # data
+    Case("dataset-lengths", lambda ws, m: ArrayDataset(np.zeros((5, 2)), np.zeros(4)),
+         ValueError, r"expected equal first dimensions, got lengths \[5, 4\]"),
+    Case("dataset-empty-args", lambda ws, m: ArrayDataset(), ValueError,
+         "arrays: expected at least one array, got none"),
+    Case("batch-size-zero", lambda ws, m: DataLoader(ArrayDataset(np.arange(4)), 0),
+         ValueError, "batch_size: expected a positive int, got 0"),
+    Case("batch-size-negative", lambda ws, m: DataLoader(ArrayDataset(np.arange(4)), -3),
+         ValueError, "batch_size: expected a positive int, got -3"),
+    Case("batch-size-float", lambda ws, m: DataLoader(ArrayDataset(np.arange(4)), 2.5),
+         ValueError, "batch_size: expected a positive int, got 2.5"),
+    Case("loader-empty", lambda ws, m: DataLoader(ArrayDataset(np.zeros((0, 2))), 2),
+         ValueError, "dataset: expected at least one example, got an empty dataset"),
+    Case("loader-seed", lambda ws, m: DataLoader(ArrayDataset(np.arange(4)), 2, seed=-1),
+         ValueError, "seed: expected a non-negative int, got -1"),
+    Case("drop-last-too-big", lambda ws, m: DataLoader(ArrayDataset(np.arange(4)), 8,
+                                                       drop_last=True),
+         ValueError, "batch_size: with drop_last=True it must be <= the dataset size 4, got 8"),
+    Case("split-fractional", lambda ws, m: random_split(ArrayDataset(np.arange(10)), [2.5, 7.5]),
+         ValueError, r"lengths: expected ints summing to 10 or fractions summing to 1, got "
+                     r"\[2.5, 7.5\]"),
+    Case("split-sum", lambda ws, m: random_split(ArrayDataset(np.arange(10)), [5, 4]),
+         ValueError, r"summing to the dataset size 10, got \[5, 4\] \(sum 9\)"),
+    # metrics
+    Case("accuracy-shape", lambda ws, m: metrics.accuracy(np.zeros(3), np.zeros(4)), ValueError,
+         r"y_pred: expected shape \(3,\) .* got \(4,\)"),
+    Case("confusion-classes", lambda ws, m: metrics.confusion_matrix(Y, Y, num_classes=0),
+         ValueError, "num_classes: expected a positive int, got 0"),
+    # training
+    Case("optimizer-type", lambda ws, m: TrainState.create({}, "adam"), TypeError,
+         "optimizer: expected an optax GradientTransformation .* got str"),
+    Case("fit-epochs", fit_with(epochs=-1), ValueError,
+         "epochs: expected a non-negative int, got -1"),
+    Case("fit-data-type", fit_with(data=[np.zeros(3)] * 3), TypeError,
+         r"train_data: expected \(x, y\) arrays, an ArrayDataset or a DataLoader, got list"),
+    Case("fit-batch-size", fit_with(batch_size=0), ValueError,
+         "batch_size: expected a positive int, got 0"),
+    Case("fit-existing-run", fit_with(checkpoint_dir="{ws}/ck"), checkpoint.CheckpointExistsError,
+         r"already holds checkpoints \(steps \[1\]\); pass resume=True"),
+    Case("evaluate-lengths", lambda ws, m: evaluate(lambda p, x: x, None,
+                                                    (np.zeros((5, 2)), np.zeros(4, np.int32))),
+         ValueError, r"expected equal first dimensions, got lengths \[5, 4\]"),
+    Case("config-lr", lambda ws, m: mnist.MnistConfig(lr=0.0), ValueError,
+         "lr: expected a positive finite number, got 0.0"),
+    Case("config-batch", lambda ws, m: mnist.MnistConfig(batch_size=-1), ValueError,
+         "batch_size: expected a positive int, got -1"),
+    # checkpoints
+    Case("save-step", lambda ws, m: checkpoint.save(ws / "new", tiny_state(), step=-1),
+         ValueError, "step: expected a non-negative int, got -1"),
+    Case("save-keep", lambda ws, m: checkpoint.save(ws / "new", tiny_state(), step=1, keep=0),
+         ValueError, "keep: expected a positive int or None, got 0"),
+    Case("save-overwrite", lambda ws, m: checkpoint.save(ws / "ck", tiny_state(), step=1),
+         checkpoint.CheckpointExistsError, "step_00000001 already exists; refusing to overwrite"),
+    Case("save-unwritable", lambda ws, m: checkpoint.save(ws / "blocker" / "d", tiny_state(),
+                                                          step=1),
+         checkpoint.CheckpointError, "checkpoint_dir: could not write .*blocker"),
+    Case("restore-shape", lambda ws, m: checkpoint.restore(
+        ws / "ck", TrainState.create(nn.functional(nn.MLP(3, [9], 2))[1], optax.sgd(0.1))),
+         checkpoint.CheckpointMismatchError,
+         r"layers/0/bias has shape \(4,\) float32 in the checkpoint but \(9,\) float32 in like"),
+    Case("restore-missing", lambda ws, m: checkpoint.restore(ws / "nothing", tiny_state()),
+         checkpoint.CheckpointNotFoundError, "no complete checkpoint in .*nothing"),
+    # data files
+    Case("mnist-split", lambda ws, m: datasets.load_mnist("validation", m), ValueError,
+         "split: expected 'train' or 'test', got 'validation'"),
+    Case("mnist-missing", lambda ws, m: datasets.load_mnist("test", ws / "empty"),
+         FileNotFoundError, r"t10k-images-idx3-ubyte.gz.* were not found in .*empty"),
+    Case("mnist-corrupt", lambda ws, m: datasets.load_mnist("test", ws / "bad"), ValueError,
+         "t10k-labels-idx1-ubyte.gz: cannot be read as an IDX file"),
+    # the command line
+    Case("cli-unknown-flag", cli_run("--learning-rate", "0.1"), CliFailed,
+         "exit 2: .*unrecognized arguments: --learning-rate 0.1"),
+    Case("cli-optimizer", cli_run("--optimizer", "lbfgs"), CliFailed,
+         "exit 2: .*--optimizer: invalid choice: 'lbfgs' \\(choose from '?adam'?, '?sgd'?\\)"),
+    Case("cli-lr", cli_run("--lr", "0"), CliFailed,
+         "exit 2: .*--lr: expected a positive float, got '0'"),
+    Case("cli-epochs", cli_run("--epochs", "-2"), CliFailed,
+         "exit 2: .*--epochs: expected a positive int, got '-2'"),
+    Case("cli-batch", cli_run("--batch-size", "many"), CliFailed,
+         "exit 2: .*--batch-size: expected an int, got 'many'"),
+    Case("cli-hidden", cli_run("--hidden", "512,-4"), CliFailed,
+         "exit 2: .*--hidden: expected positive layer sizes, got '512,-4'"),
+    Case("cli-resume-alone", cli_run("--resume"), CliFailed,
+         "exit 2: .*--resume: needs --checkpoint-dir"),
+    Case("cli-json-exists", cli_run("--json", "{ws}/user.json"), CliFailed,
+         "exit 2: .*--json: .*user.json already exists; pass --overwrite"),
+    Case("cli-plot-folder", cli_run("--plot", "{ws}/no/such/dir/p.png"), CliFailed,
+         "exit 2: .*--plot: cannot write .* is not a writable folder"),
+    Case("cli-checkpoint-unwritable", cli_run("--checkpoint-dir", "{ws}/blocker/ck"), CliFailed,
+         "exit 2: .*--checkpoint-dir: .*blocker/ck is not a writable folder"),
+    Case("cli-checkpoint-existing-run", cli_run("--checkpoint-dir", "{ws}/ck"), CliFailed,
+         r"exit 2: .*--checkpoint-dir: .*ck already holds checkpoints \(steps \[1\]\); "
+         r"pass --resume"),
+    Case("cli-data-corrupt", cli_run("--data-dir", "{ws}/bad"), CliFailed,
+         "exit 1: jaxnet: error: .*t10k-labels-idx1-ubyte.gz: cannot be read"),
+]
+
+
+@pytest.fixture
+def workspace(tmp_path, mnist_path, monkeypatch):
+    """Files a user already has; every case must leave them exactly as they were."""
+    monkeypatch.setattr(datasets.urllib.request, "urlopen",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline (test)")))
+    (tmp_path / "user.json").write_text('{"mine": true}')
+    (tmp_path / "blocker").write_text("a file where a folder is expected")
+    (tmp_path / "empty").mkdir()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz"):
+        shutil.copy(mnist_path / name, bad / name)
+    (bad / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b damaged")
+    checkpoint.save(tmp_path / "ck", tiny_state(), step=1)
+    return tmp_path
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_there_are_at_least_30_cases_across_api_and_cli():
+    assert len(CASES) >= 30
+    assert sum(c.id.startswith("cli-") for c in CASES) >= 10
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case, workspace, mnist_path):
+    before = snapshot(workspace)
+    with pytest.raises(case.error, match="(?s)" + case.match) as info:
+        case.call(workspace, mnist_path)
+    assert "Traceback" not in str(info.value)
+    after = snapshot(workspace)
+    assert {k: after.get(k) for k in before} == before, "a user file was changed or deleted"
