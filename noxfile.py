@@ -39,3 +39,4 @@ def bench(session):
     session.env.setdefault("JAXNET_DATA_DIR", os.environ.get(
         "JAXNET_DATA_DIR", os.path.abspath("../shared/data/mnist")))
     session.run("python", "benchmarks/mnist_vs_torch.py", *session.posargs)
+    session.run("python", "benchmarks/finite_guard.py")
