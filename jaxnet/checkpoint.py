@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import non_negative_int
 from ._tree import array_digest, leaf_paths
 
 __all__ = [
@@ -86,12 +87,6 @@ class CheckpointExistsError(CheckpointError, FileExistsError):
 
 def _step_dir(directory: Path, step: int) -> Path:
     return directory / f"{_PREFIX}{step:08d}"
-
-
-def _check_step(step: Any) -> int:
-    if not isinstance(step, int | np.integer) or isinstance(step, bool) or step < 0:
-        raise ValueError(f"step: expected a non-negative int, got {step!r}")
-    return int(step)
 
 
 def all_steps(directory) -> list[int]:
@@ -167,7 +162,7 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
     """
     import orbax.checkpoint as ocp
 
-    step = _check_step(step)
+    step = non_negative_int("step", step)
     if keep is not None and (not isinstance(keep, int) or keep < 1):
         raise ValueError(f"keep: expected a positive int or None, got {keep!r}")
     directory = Path(directory).absolute()
@@ -219,7 +214,7 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
     return final
 
 
-def check_writable(directory) -> None:
+def check_writable(directory, *, name: str = "checkpoint_dir") -> None:
     """Raise ``CheckpointError`` now if ``directory`` cannot hold checkpoints (before training)."""
     directory = Path(directory)
     try:
@@ -228,8 +223,24 @@ def check_writable(directory) -> None:
         probe.mkdir()
         probe.rmdir()
     except OSError as e:
-        raise CheckpointError(f"checkpoint_dir: {directory} is not a writable folder "
+        raise CheckpointError(f"{name}: {directory} is not a writable folder "
                               f"({type(e).__name__}: {e.strerror or e})") from None
+
+
+def check_new_run(directory, *, resume: bool, name: str = "checkpoint_dir",
+                  resume_name: str = "resume=True") -> None:
+    """Before training: ``directory`` is writable, and holds no other run unless resuming.
+
+    Raises ``CheckpointError`` (not writable) or ``CheckpointExistsError``, so a
+    run never fails after its first epoch, nor writes over another run.
+    ``name``/``resume_name`` are how the caller spells the two arguments.
+    """
+    check_writable(directory, name=name)
+    steps = all_steps(directory)
+    if steps and not resume:
+        raise CheckpointExistsError(
+            f"{name}: {directory} already holds checkpoints (steps {steps}); pass "
+            f"{resume_name} to continue that run, or use an empty folder")
 
 
 def _flat(leaves: list) -> dict[str, Any]:
@@ -243,7 +254,7 @@ def _resolve(directory, step: int | None) -> Path:
         if not steps:
             raise CheckpointNotFoundError(f"no complete checkpoint in {directory}")
         step = steps[-1]
-    step = _check_step(step)
+    step = non_negative_int("step", step)
     path = _step_dir(directory, step)
     if not (path / _MANIFEST).is_file():
         raise CheckpointNotFoundError(f"no checkpoint for step {step} in {directory}; "

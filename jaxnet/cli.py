@@ -100,14 +100,10 @@ def _check_outputs(args, parser) -> None:
         from . import checkpoint
 
         try:
-            checkpoint.check_writable(args.checkpoint_dir)
+            checkpoint.check_new_run(args.checkpoint_dir, resume=args.resume,
+                                     name="--checkpoint-dir", resume_name="--resume")
         except checkpoint.CheckpointError as e:
-            parser.error(f"--checkpoint-dir: {str(e).removeprefix('checkpoint_dir: ')}")
-        steps = checkpoint.all_steps(args.checkpoint_dir)
-        if steps and not args.resume:
-            parser.error(f"--checkpoint-dir: {args.checkpoint_dir} already holds checkpoints "
-                         f"(steps {steps}); pass --resume to continue that run, or use an "
-                         f"empty folder")
+            parser.error(str(e))
 
 
 def _plot(history, path: str) -> None:

@@ -21,13 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import non_negative_int, positive_int
+
 __all__ = ["ArrayDataset", "DataLoader", "random_split"]
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
 
 
 class ArrayDataset:
@@ -95,11 +91,10 @@ class DataLoader:
 
     def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False,
                  drop_last: bool = False, seed: int = 0, pad_last: bool = False):
-        self.batch_size = _check_positive_int("batch_size", batch_size)
+        self.batch_size = positive_int("batch_size", batch_size)
         if len(dataset) == 0:
             raise ValueError("dataset: expected at least one example, got an empty dataset")
-        if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
-            raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+        non_negative_int("seed", seed)
         if drop_last and len(dataset) < batch_size:
             raise ValueError(f"batch_size: with drop_last=True it must be <= the dataset size "
                              f"{len(dataset)}, got {batch_size} (no batch would remain)")
@@ -156,9 +151,7 @@ class DataLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter(loader)`` serve epoch ``epoch`` (for resuming)."""
-        if not isinstance(epoch, int | np.integer) or epoch < 0:
-            raise ValueError(f"epoch: expected a non-negative int, got {epoch!r}")
-        self._next_epoch = int(epoch)
+        self._next_epoch = non_negative_int("epoch", epoch)
 
     def __iter__(self) -> Iterator[tuple]:
         epoch = self._next_epoch

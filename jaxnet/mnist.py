@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from . import datasets, losses, nn
+from ._checks import non_negative_int, positive_int
 from ._tree import fingerprint
 from .train import TrainState, evaluate, fit
 
@@ -52,13 +53,8 @@ class MnistConfig:
     label_smoothing: float = 0.1  # cross_entropy only, as F.cross_entropy's
 
     def __post_init__(self):
-        def positive_int(name):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
-
-        positive_int("epochs")
-        positive_int("batch_size")
+        positive_int("epochs", self.epochs)
+        positive_int("batch_size", self.batch_size)
         for name, choices in (("optimizer", ("adam", "sgd")),
                               ("schedule", ("constant", "warmup_cosine")),
                               ("loss", ("cross_entropy", "nll"))):
@@ -76,8 +72,7 @@ class MnistConfig:
             raise ValueError(f"label_smoothing: expected a number in [0, 1) with "
                              f"loss='cross_entropy', got {self.label_smoothing!r} "
                              f"with loss={self.loss!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed: expected a non-negative int, got {self.seed!r}")
+        non_negative_int("seed", self.seed)
 
     def with_updates(self, **changes: Any) -> MnistConfig:
         """A copy with ``changes`` applied (``None`` values are ignored)."""

@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ._checks import positive_int
+
 __all__ = [
     "ACTIVATIONS",
     "MLP",
@@ -82,12 +84,6 @@ def _as_rngs(rngs: nnx.Rngs | int) -> nnx.Rngs:
     raise TypeError(f"rngs: expected an nnx.Rngs or an int seed, got {type(rngs).__name__}")
 
 
-def _check_features(name: str, value: Any) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
-
-
 _CHUNK = 1 << 16
 
 
@@ -136,8 +132,8 @@ def Linear(in_features: int, out_features: int, *, bias: bool = True,
     >>> layer(jnp.ones((5, 3))).shape
     (5, 2)
     """
-    in_features = _check_features("in_features", in_features)
-    out_features = _check_features("out_features", out_features)
+    in_features = positive_int("in_features", in_features)
+    out_features = positive_int("out_features", out_features)
     init = _torch_uniform(in_features)
     return nnx.Linear(in_features, out_features, use_bias=bias, kernel_init=init,
                       bias_init=init, rngs=_as_rngs(rngs))
@@ -174,9 +170,9 @@ class MLP(nnx.Sequential):
                             f"got {hidden!r}")
         act, out_act = _activation(activation), _activation(output_activation)
         rngs = _as_rngs(rngs)
-        sizes = [_check_features("in_features", in_features),
-                 *(_check_features(f"hidden[{i}]", h) for i, h in enumerate(hidden)),
-                 _check_features("out_features", out_features)]
+        sizes = [positive_int("in_features", in_features),
+                 *(positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden)),
+                 positive_int("out_features", out_features)]
         layers: list[Any] = []
         for i in range(len(sizes) - 1):
             layers.append(Linear(sizes[i], sizes[i + 1], rngs=rngs))

@@ -254,9 +254,8 @@ def _find_non_finite(step_fn, start: TrainState, x, y, indices, mask, epoch: int
     so the hot path pays nothing for the diagnosis.
     """
     state = start
-    for i in range(indices.shape[0]):
-        idx = indices[i]
-        state, metrics = step_fn(state, (x[idx], y[idx], mask[i]))
+    for i, batch in enumerate(_host_batches(x, y, indices, mask)):
+        state, metrics = step_fn(state, batch)
         finite = np.asarray(metrics["finite"])
         if not finite.all():
             names = ["loss" if j == 0 else f"grad of {leaf_paths(start.params)[j - 1]}"
@@ -311,17 +310,11 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
     if checkpoint_dir is not None:
         from . import checkpoint
 
+        checkpoint.check_new_run(checkpoint_dir, resume=resume)
         if resume:
             state, start_epoch, history, saved = checkpoint.resume_state(checkpoint_dir, state,
                                                                          log=log)
             _check_same_config(saved, config, checkpoint_dir)
-        else:
-            existing = checkpoint.all_steps(checkpoint_dir)
-            if existing:
-                raise checkpoint.CheckpointExistsError(
-                    f"checkpoint_dir: {checkpoint_dir} already holds checkpoints (steps "
-                    f"{existing}); pass resume=True to continue that run, or use an empty folder")
-        checkpoint.check_writable(checkpoint_dir)
 
     if fast:
         runner = make_epoch(apply, loss_fn, optimizer)
@@ -378,6 +371,12 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
     return state, history
 
 
+def _host_batches(x, y, indices, mask):
+    """``(x, y, mask)`` batches of one epoch, gathered on the host from its index batches."""
+    for idx, m in zip(indices, mask, strict=True):
+        yield x[idx], y[idx], m
+
+
 def _check_same_config(saved: dict | None, config: dict | None, directory) -> None:
     """A run resumes only with the configuration it started with (``epochs`` may grow)."""
     if saved is None or config is None:
@@ -393,9 +392,8 @@ def _host_epoch(step_fn, state, x, y, indices, mask, bar, epoch):
     """One epoch of jitted steps driven from Python (the DataLoader path)."""
     losses = []
     running = 0.0
-    for i in range(indices.shape[0]):
-        idx = indices[i]
-        state, metrics = step_fn(state, (x[idx], y[idx], mask[i]))
+    for i, batch in enumerate(_host_batches(x, y, indices, mask)):
+        state, metrics = step_fn(state, batch)
         losses.append(metrics["loss"])
         if bar is not None:
             if i % 10 == 0 or i == indices.shape[0] - 1:

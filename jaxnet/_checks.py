@@ -1,0 +1,25 @@
+"""Argument checks shared by the modules: one message format, naming argument and value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``int(value)`` if it is an int > 0, else ``ValueError`` naming ``name`` and ``value``."""
+    if not _is_int(value) or value <= 0:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return int(value)
+
+
+def non_negative_int(name: str, value: Any) -> int:
+    """``int(value)`` if it is an int >= 0, else ``ValueError`` naming ``name`` and ``value``."""
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
+    return int(value)
