@@ -155,7 +155,9 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
       state: a pytree of arrays, e.g. a ``TrainState`` or a params dict.
       step: non-negative int identifying the checkpoint; never overwritten.
       metadata: JSON-serialisable dict stored alongside (epoch, config...).
-      keep: if given, delete all but the newest ``keep`` checkpoints afterwards.
+      keep: if given, delete all but the newest ``keep`` checkpoints afterwards
+        (after the new one is committed: a kill in between leaves ``keep + 1``,
+        which the next save prunes, rather than ever fewer than ``keep``).
 
     Returns:
       The checkpoint's folder.

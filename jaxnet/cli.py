@@ -111,6 +111,7 @@ def _plot(history, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [e["epoch"] for e in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -120,6 +121,8 @@ def _plot(history, path: str) -> None:
     ax1.legend()
     ax2.plot(epochs, [e["val_accuracy"] for e in history], "o-", color="C2")
     ax2.set(xlabel="epoch", ylabel="accuracy", title="Test accuracy")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

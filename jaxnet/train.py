@@ -361,10 +361,13 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
                 checkpoint.save(checkpoint_dir, state, step=epoch + 1, keep=keep,
                                 metadata={"epoch": epoch + 1, "history": history,
                                           "config": config or {}})
-            if bar is not None:
+            if bar is None:
+                log(_epoch_line(entry, epochs))
+            else:
                 bar.update(1 if fast else 0)
                 bar.set_postfix(loss=f"{entry['train_loss']:.4f}")
-            log(_epoch_line(entry, epochs))
+                with bar.external_write_mode():  # the line above the bar, not through it
+                    log(_epoch_line(entry, epochs))
     finally:
         if bar is not None:
             bar.close()
