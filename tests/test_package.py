@@ -25,3 +25,27 @@ def test_devices_report():
     assert jaxnet.devices.backend() in ("cpu", "gpu", "tpu")
     assert jaxnet.devices.describe().startswith(jaxnet.devices.backend())
     assert isinstance(jaxnet.devices.gpu_available(), bool)
+
+
+def test_training_runs_on_the_gpu_when_one_is_visible():
+    import jax
+    import numpy as np
+    import optax
+    import pytest
+
+    from jaxnet import losses, nn
+    from jaxnet.train import TrainState, fit
+
+    if not jaxnet.devices.gpu_available():
+        pytest.skip("no GPU visible to JAX (CPU-only jaxlib or no device); this checks the "
+                    "CUDA path on machines that have one")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    apply, params = nn.functional(nn.MLP(8, [32], 2, rngs=0))
+    optimizer = optax.adam(1e-2)
+    state, history = fit(TrainState.create(params, optimizer), apply, losses.cross_entropy,
+                         optimizer, (x, y), epochs=3, batch_size=32, progress=False, log=None)
+    leaf = jax.tree.leaves(state.params)[0]
+    assert next(iter(leaf.devices())).platform == "gpu"
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
