@@ -10,6 +10,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp_path(tmp_path, monkeypatch):
+    """Every test runs in its own temporary folder: a relative path never writes
+    into the checkout (subprocesses that need the repository pass ``cwd=ROOT``)."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def key(request):
     """A fresh jax.random key per test, derived from the test's name (reproducible)."""
