@@ -2,13 +2,16 @@
 
 Modules (one concept each):
 
-* ``jaxnet.nn`` — models (Flax NNX): ``MLP``, ``Linear``, ``Sequential``,
-  ``functional``, ``summary``, ``count_params``.
+* ``jaxnet.nn`` — models (Flax NNX): ``Module``, ``Linear``, ``ReLU``…,
+  ``Dropout``, ``BatchNorm1d``, ``Sequential``, ``MLP``, ``functional``,
+  ``summary``, ``count_params``, ``state_dict``.
 * ``jaxnet.losses`` — ``cross_entropy``, ``nll_loss``, ``binary_cross_entropy``,
   ``binary_cross_entropy_with_logits``, ``mse_loss`` with ``reduction=``.
-* ``jaxnet.data`` — ``ArrayDataset``, ``DataLoader``, ``random_split``.
+* ``jaxnet.data`` — ``Dataset``, ``ArrayDataset``, ``DataLoader``, ``random_split``.
 * ``jaxnet.train`` — ``TrainState``, ``make_train_step``, ``make_epoch``,
-  ``evaluate``, ``fit``.
+  ``make_epoch_runner``, ``evaluate``, ``fit``.
+* ``jaxnet.callbacks`` — ``Callback`` and the built-ins ``fit`` uses:
+  ``ProgressBar``, ``EpochLog``, ``Checkpoint``, ``FiniteCheck``, ``EarlyStopping``.
 * ``jaxnet.metrics`` — ``accuracy``, ``precision_recall_f1``, ``confusion_matrix``.
 * ``jaxnet.checkpoint`` — ``save``, ``restore``, ``latest_step`` (no pickle).
 * ``jaxnet.datasets`` — ``load_mnist``, ``load_idx``, ``to_float``.
@@ -17,6 +20,7 @@ Modules (one concept each):
 Optimizers are optax's, used directly: ``optax.sgd``, ``optax.adam``.
 """
 
+from . import callbacks as callbacks
 from . import checkpoint as checkpoint
 from . import data as data
 from . import datasets as datasets
@@ -28,6 +32,7 @@ from . import train as train
 from ._tree import fingerprint as fingerprint
 from .data import ArrayDataset as ArrayDataset
 from .data import DataLoader as DataLoader
+from .data import Dataset as Dataset
 from .data import random_split as random_split
 from .nn import MLP as MLP
 from .train import TrainState as TrainState
@@ -42,7 +47,9 @@ __all__ = [
     "MLP",
     "ArrayDataset",
     "DataLoader",
+    "Dataset",
     "TrainState",
+    "callbacks",
     "checkpoint",
     "data",
     "datasets",

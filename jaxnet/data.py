@@ -1,4 +1,9 @@
-"""Datasets and a seeded batching iterator: ``TensorDataset`` and ``DataLoader``.
+"""Datasets and a seeded batching iterator: ``Dataset``, ``TensorDataset`` and ``DataLoader``.
+
+A dataset is anything map-style — ``__getitem__(i)`` returns one example and
+``__len__`` the number of examples — exactly like PyTorch's; subclass
+``Dataset`` for your own. ``ArrayDataset`` (``TensorDataset``) holds
+in-memory arrays; ``fit`` runs it as one compiled scan per epoch.
 
 Ordering guarantee: with ``shuffle=True`` the order of epoch ``e`` is a pure
 function of ``(seed, e)`` — the same on every run and machine, and a fresh
@@ -16,17 +21,42 @@ permutation each epoch. Iterating a loader (``for x, y in loader``) uses epoch
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from ._checks import non_negative_int, positive_int
+from ._checks import non_negative_int, positive_int, seed_int
 
-__all__ = ["ArrayDataset", "DataLoader", "random_split"]
+__all__ = ["ArrayDataset", "DataLoader", "Dataset", "Subset", "default_collate", "random_split"]
 
 
-class ArrayDataset:
+class Dataset:
+    """Base class of map-style datasets (``torch.utils.data.Dataset``).
+
+    Subclass it and define ``__getitem__(self, index)`` (one example, e.g. a
+    tuple ``(x, y)`` of arrays or numbers) and ``__len__(self)``.
+
+    >>> class Squares(Dataset):
+    ...     def __init__(self, n):
+    ...         self.x = np.arange(n, dtype=np.float32)
+    ...     def __getitem__(self, index):
+    ...         return self.x[index], self.x[index] ** 2
+    ...     def __len__(self):
+    ...         return len(self.x)
+    >>> next(iter(DataLoader(Squares(5), batch_size=3)))[1].tolist()
+    [0.0, 1.0, 4.0]
+    """
+
+    def __getitem__(self, index: int) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define __getitem__(self, index)")
+
+    def __len__(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} must define __len__(self)")
+
+
+class ArrayDataset(Dataset):
     """In-memory dataset of equally long arrays, indexed together (``TensorDataset``).
 
     Args:
@@ -71,39 +101,112 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+class Subset(Dataset):
+    """The examples of ``dataset`` at ``indices``, in that order (``torch.utils.data.Subset``)."""
+
+    def __init__(self, dataset, indices: Sequence[int]):
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __getitem__(self, index):
+        return self.dataset[int(self.indices[index])]
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+
+def default_collate(items: Sequence[Any]) -> Any:
+    """Stack a list of examples into one batch of numpy arrays (PyTorch's default collate).
+
+    Tuples and lists are collated field by field, dicts key by key; arrays and
+    numbers are stacked along a new first axis. Python floats become float32
+    and Python ints int32 (JAX's defaults); numpy values keep their dtype.
+
+    >>> x, y = default_collate([(np.zeros(2), 1), (np.ones(2), 0)])
+    >>> x.shape, y.tolist(), y.dtype
+    ((2, 2), [1, 0], dtype('int32'))
+    """
+    first = items[0]
+    if isinstance(first, tuple | list):
+        if any(len(item) != len(first) for item in items):
+            raise ValueError(f"collate: expected examples of equal length, got lengths "
+                             f"{sorted({len(item) for item in items})}")
+        return tuple(default_collate([item[i] for item in items]) for i in range(len(first)))
+    if isinstance(first, dict):
+        return {k: default_collate([item[k] for item in items]) for k in first}
+    if isinstance(first, bool):
+        return np.asarray(items, dtype=bool)
+    if isinstance(first, int):
+        return np.asarray(items, dtype=np.int32)
+    if isinstance(first, float):
+        return np.asarray(items, dtype=np.float32)
+    try:
+        return np.stack([np.asarray(item) for item in items])
+    except ValueError as e:
+        raise ValueError(f"collate: cannot stack the examples' values into one array ({e}); "
+                         f"pass collate_fn= to batch them yourself") from None
+
+
 class DataLoader:
     """Iterate a dataset in batches, like ``torch.utils.data.DataLoader``.
 
     Args:
-      dataset: an ``ArrayDataset`` (or anything with ``arrays``, ``len`` and indexing).
+      dataset: any map-style dataset (``__getitem__(i)``, ``__len__``): an
+        ``ArrayDataset``, your own ``Dataset`` subclass, a ``Subset``…
       batch_size: examples per batch, > 0.
       shuffle: reshuffle every epoch (order = f(seed, epoch), see module docs).
       drop_last: drop the last batch if it is smaller than ``batch_size``.
-      seed: integer seed of the shuffle.
+      seed: integer seed of the shuffle, in [0, 2**32).
       pad_last: static-shape mode for jit: the last partial batch is padded to
-        ``batch_size`` (repeating example 0) and every batch gets a trailing
-        boolean ``mask`` of shape ``(batch_size,)``, so ``for x, y, mask in
-        loader`` and a jitted step compiles once.
+        ``batch_size`` (repeating the epoch's first example) and every batch
+        gets a trailing boolean ``mask`` of shape ``(batch_size,)``, so ``for
+        x, y, mask in loader`` and a jitted step compiles once.
+      collate_fn: turns a list of examples into a batch; default
+        ``default_collate`` (numpy arrays). An ``ArrayDataset`` without a
+        ``collate_fn`` is sliced directly (no per-example work).
+      num_workers: 0 fetches batches in the calling thread. ``N > 0`` fetches
+        and collates up to ``N * prefetch_factor`` batches ahead in ``N``
+        threads (not processes: nothing is pickled), in the same order. It
+        helps when ``__getitem__`` waits on files or releases the GIL (numpy
+        work); pure-Python per-item work gains nothing. ``__getitem__`` must
+        then be thread-safe.
+      prefetch_factor: batches fetched ahead per worker (with ``num_workers > 0``).
 
     ``len(loader)`` is the number of batches: ``ceil(N / batch_size)``, or
     ``floor`` with ``drop_last``.
     """
 
     def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False,
-                 drop_last: bool = False, seed: int = 0, pad_last: bool = False):
+                 drop_last: bool = False, seed: int = 0, pad_last: bool = False,
+                 collate_fn: Callable[[list], Any] | None = None, num_workers: int = 0,
+                 prefetch_factor: int = 2):
+        if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+            raise TypeError(f"dataset: expected a map-style dataset with __getitem__ and "
+                            f"__len__ (e.g. a Dataset subclass), got {type(dataset).__name__}")
         self.batch_size = positive_int("batch_size", batch_size)
         if len(dataset) == 0:
             raise ValueError("dataset: expected at least one example, got an empty dataset")
-        non_negative_int("seed", seed)
         if drop_last and len(dataset) < batch_size:
             raise ValueError(f"batch_size: with drop_last=True it must be <= the dataset size "
                              f"{len(dataset)}, got {batch_size} (no batch would remain)")
+        if collate_fn is not None and not callable(collate_fn):
+            raise TypeError(f"collate_fn: expected a function, got {type(collate_fn).__name__}")
         self.dataset = dataset
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
-        self.seed = int(seed)
+        self.seed = seed_int("seed", seed)
         self.pad_last = bool(pad_last)
+        self.collate_fn = collate_fn
+        self.num_workers = non_negative_int("num_workers", num_workers)
+        self.prefetch_factor = positive_int("prefetch_factor", prefetch_factor)
         self._next_epoch = 0
+
+    @property
+    def arrays(self) -> tuple | None:
+        """The dataset's arrays when batches are plain slices of them (the scan fast path)."""
+        if self.collate_fn is None and isinstance(self.dataset, ArrayDataset):
+            return self.dataset.arrays
+        return None
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -131,44 +234,72 @@ class DataLoader:
             mask[-pad:] = False
         return order.reshape(n_batches, b).astype(np.int32), mask.reshape(n_batches, b)
 
-    def iter_epoch(self, epoch: int) -> Iterator[tuple]:
-        """Iterate the batches of epoch ``epoch`` (a pure function of seed and epoch)."""
-        order = self.order(epoch)
-        b = self.batch_size
-        for i in range(len(self)):
-            idx = order[i * b:(i + 1) * b]
-            if not self.shuffle:
-                idx = slice(i * b, i * b + idx.size)  # a view, not a copy
-            batch = self.dataset[idx]
-            if self.pad_last:
-                size = len(batch[0])
-                mask = np.arange(b) < size
-                if size < b:
-                    fill = np.zeros(b - size, dtype=np.int64)
-                    batch = tuple(np.concatenate([x, np.asarray(x)[fill]]) for x in batch)
-                batch = (*batch, mask)
-            yield batch
+    def fetch(self, indices: np.ndarray) -> Any:
+        """The batch of the examples at ``indices`` (sliced, or fetched one by one and collated)."""
+        arrays = self.arrays
+        if arrays is not None:
+            return tuple(a[indices] for a in arrays)
+        collate = self.collate_fn or default_collate
+        return collate([self.dataset[int(i)] for i in indices])
+
+    def iter_epoch(self, epoch: int, *, pad_last: bool | None = None) -> Iterator[Any]:
+        """Iterate the batches of epoch ``epoch`` (a pure function of seed and epoch).
+
+        ``pad_last`` overrides the loader's setting for this iteration (``fit``
+        and ``evaluate`` always pad, so their jitted step sees one shape).
+        """
+        pad = self.pad_last if pad_last is None else pad_last
+        indices, mask = self.index_batches(non_negative_int("epoch", epoch))
+
+        def batch(i: int):
+            rows = indices[i] if pad else indices[i][mask[i]]
+            data = self.fetch(rows)
+            if not pad:
+                return data
+            if not isinstance(data, tuple):
+                raise TypeError(f"pad_last: batches must be tuples to carry a mask, got "
+                                f"{type(data).__name__} (from collate_fn)")
+            return (*data, mask[i])
+
+        if self.num_workers == 0:
+            for i in range(len(indices)):
+                yield batch(i)
+            return
+        ahead = self.num_workers * self.prefetch_factor
+        with ThreadPoolExecutor(self.num_workers, thread_name_prefix="jaxnet-loader") as pool:
+            pending = [pool.submit(batch, i) for i in range(min(ahead, len(indices)))]
+            try:
+                for i in range(len(indices)):
+                    if i + ahead < len(indices):
+                        pending.append(pool.submit(batch, i + ahead))
+                    yield pending[i].result()
+                    pending[i] = None  # free the batch
+            finally:
+                for future in pending:
+                    if future is not None:
+                        future.cancel()
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter(loader)`` serve epoch ``epoch`` (for resuming)."""
         self._next_epoch = non_negative_int("epoch", epoch)
 
-    def __iter__(self) -> Iterator[tuple]:
+    def __iter__(self) -> Iterator[Any]:
         epoch = self._next_epoch
         self._next_epoch += 1
         return self.iter_epoch(epoch)
 
     def __repr__(self) -> str:
         return (f"DataLoader({self.dataset!r}, batch_size={self.batch_size}, "
-                f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed})")
+                f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed}, "
+                f"num_workers={self.num_workers})")
 
 
-def random_split(dataset: ArrayDataset, lengths: Sequence[int | float],
-                 seed: int = 0) -> list[ArrayDataset]:
+def random_split(dataset, lengths: Sequence[int | float], seed: int = 0) -> list:
     """Split a dataset into non-overlapping random parts (``torch.utils.data.random_split``).
 
     Args:
-      dataset: the ``ArrayDataset`` to split.
+      dataset: the dataset to split: an ``ArrayDataset`` gives ``ArrayDataset``
+        parts (still on the fast path), any other dataset ``Subset`` parts.
       lengths: integer sizes summing to ``len(dataset)``, or fractions summing
         to 1 (the remainder goes to the first parts, like PyTorch).
       seed: integer seed; the same seed gives the same split.
@@ -194,10 +325,13 @@ def random_split(dataset: ArrayDataset, lengths: Sequence[int | float],
     else:
         raise ValueError(f"lengths: expected ints summing to {n} or fractions summing to 1, "
                          f"got {lengths}")
-    order = np.random.default_rng(seed).permutation(n)
+    order = np.random.default_rng(seed_int("seed", seed)).permutation(n)
     parts, start = [], 0
     for size in sizes:
         idx = order[start:start + size]
-        parts.append(ArrayDataset(*(a[idx] for a in dataset.arrays)))
+        if isinstance(dataset, ArrayDataset):
+            parts.append(ArrayDataset(*(a[idx] for a in dataset.arrays)))
+        else:
+            parts.append(Subset(dataset, idx))
         start += size
     return parts

@@ -1,26 +1,48 @@
-"""Model building: Flax NNX modules for definition, pure functions for training.
+"""Models the way the PyTorch course writes them, on Flax NNX; training sees pure functions.
 
-PyTorch's ``nn.Linear``/``nn.Sequential``/``nn.ReLU`` map onto ``Linear``,
-``Sequential`` and activations by name. Models are *defined* with Flax NNX;
-``functional(model)`` turns one into a pure ``apply(params, x)`` plus a plain
-nested dict of parameters, which is what ``jax.grad``, optax and the
-checkpointer work on.
+A model is a ``jaxnet.nn.Module`` (Flax NNX's ``nnx.Module``) built from layer
+objects with PyTorch's names — ``Linear``, ``ReLU()``, ``Dropout(p)``,
+``BatchNorm1d``, ``Sequential`` — in ``__init__(…, rngs)`` and used in
+``__call__`` (PyTorch's ``forward``)::
 
->>> from jaxnet import nn
->>> model = nn.MLP(784, [512, 256], 10, rngs=0)
->>> nn.count_params(model)
+    class NeuralNetwork(nn.Module):
+        def __init__(self, num_inputs, num_outputs, *, rngs):
+            self.layers = nn.Sequential(
+                nn.Linear(num_inputs, 30, rngs=rngs), nn.ReLU(),
+                nn.Linear(30, 20, rngs=rngs), nn.ReLU(),
+                nn.Linear(20, num_outputs, rngs=rngs))
+
+        def __call__(self, x):
+            return self.layers(x)
+
+    model = NeuralNetwork(50, 3, rngs=nn.Rngs(0))
+
+Randomness is explicit: every layer with random initial values takes
+``rngs``, an ``nn.Rngs`` shared by the whole model so that each layer draws
+its own key (there is no global seed, and no two layers share a key unless you
+give them two equal ``Rngs``).
+
+Training uses ``functional(model)``: a pure ``apply(params, state, x, *,
+train=False, rng=None) -> (outputs, state)`` plus the parameters and the
+non-parameter state (BatchNorm's running statistics). The mode
+(``model.train()``/``model.eval()`` in PyTorch) and the dropout key are
+arguments of that function, not flags stored in the model.
+
+>>> model = MLP(784, [512, 256], 10, rngs=0)
+>>> count_params(model)
 535818
->>> apply, params = nn.functional(model)
->>> apply(params, jnp.zeros((2, 784))).shape
+>>> apply, params, state = functional(model)
+>>> logits, state = apply(params, state, jnp.zeros((2, 784)))
+>>> logits.shape
 (2, 10)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from collections.abc import Sequence as SequenceABC
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,11 +52,22 @@ from flax import nnx
 from ._checks import positive_int
 
 __all__ = [
-    "ACTIVATIONS",
     "MLP",
+    "BatchNorm1d",
+    "Dropout",
+    "Flatten",
+    "Functional",
+    "GELU",
+    "Identity",
     "Linear",
+    "LogSoftmax",
+    "Module",
+    "ReLU",
+    "Rngs",
     "Sequential",
-    "activation",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
     "count_params",
     "functional",
     "load_state_dict",
@@ -42,47 +75,33 @@ __all__ = [
     "summary",
 ]
 
-Sequential = nnx.Sequential
-"""``nnx.Sequential``: calls its layers (modules or plain functions) in order."""
+Module = nnx.Module
+"""Base class of every model and layer (Flax NNX's ``nnx.Module``): ``torch.nn.Module``."""
+
+Rngs = nnx.Rngs
+"""``nnx.Rngs``: the explicit source of initial random values, e.g. ``nn.Rngs(0)``."""
 
 
-def _identity(x):
-    return x
-
-
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": jax.nn.relu,
-    "sigmoid": jax.nn.sigmoid,
-    "tanh": jnp.tanh,
-    "gelu": jax.nn.gelu,
-    "identity": _identity,
-    "log_softmax": jax.nn.log_softmax,
-}
-
-
-def activation(name: str) -> Callable[[jax.Array], jax.Array]:
-    """Return the activation function called ``name`` (see ``ACTIVATIONS``).
-
-    >>> activation("relu")(jnp.array([-1.0, 2.0]))
-    Array([0., 2.], dtype=float32)
-    """
-    if name not in ACTIVATIONS:
-        raise ValueError(
-            f"activation: expected one of {sorted(ACTIVATIONS)}, got {name!r}"
-        )
-    return ACTIVATIONS[name]
-
-
-_activation = activation  # MLP's `activation=` argument shadows the function
-
-
-def _as_rngs(rngs: nnx.Rngs | int) -> nnx.Rngs:
+def _require_rngs(rngs: Any, layer: str) -> nnx.Rngs:
+    """Layers take an ``Rngs`` shared by the model, never a bare seed (which two layers
+    would then share)."""
     if isinstance(rngs, nnx.Rngs):
         return rngs
+    if rngs is None:
+        raise TypeError(f"{layer}: rngs is required: pass rngs=nn.Rngs(0) (one Rngs shared by "
+                        f"all layers of a model, so each layer draws its own key)")
+    raise TypeError(f"{layer}: rngs: expected an nn.Rngs such as nn.Rngs(0), shared by all "
+                    f"layers of a model, got {type(rngs).__name__} {rngs!r}")
+
+
+def _model_rngs(rngs: Any) -> nnx.Rngs:
+    """A whole model (``MLP``) may take an int seed: it makes one ``Rngs`` for all layers."""
     if isinstance(rngs, int | np.integer) and not isinstance(rngs, bool):
         return nnx.Rngs(int(rngs))
-    raise TypeError(f"rngs: expected an nnx.Rngs or an int seed, got {type(rngs).__name__}")
+    return _require_rngs(rngs, "MLP")
 
+
+# ---------------------------------------------------------------------------- layers
 
 _CHUNK = 1 << 16
 
@@ -94,9 +113,9 @@ def _uniform_chunk(key, index, bound):
 
 
 def _torch_uniform(fan_in: int):
-    """PyTorch's nn.Linear default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """PyTorch's ``nn.Linear`` default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
-    (kaiming_uniform(a=sqrt(5)) for the weight and the bias rule both reduce
+    (``kaiming_uniform(a=sqrt(5))`` for the weight and the bias rule both reduce
     to this bound.) The draws come in fixed-size chunks, ``fold_in(key, i)``,
     from one compiled program: XLA compiles a sampler per shape in ~0.2 s on
     CPU, which made building the MNIST MLP take 1.5 s. Still a pure function
@@ -115,124 +134,431 @@ def _torch_uniform(fan_in: int):
     return init
 
 
-def Linear(in_features: int, out_features: int, *, bias: bool = True,
-           rngs: nnx.Rngs | int = 0) -> nnx.Linear:
-    """``nn.Linear(in, out)``: an ``nnx.Linear`` initialised the way PyTorch does.
+class Linear(nnx.Linear):
+    """``nn.Linear(in_features, out_features)``, initialised the way PyTorch does.
 
-    The kernel has shape ``(in_features, out_features)`` (PyTorch stores the
-    transpose) and ``y = x @ kernel + bias``.
+    ``y = x @ kernel + bias`` with ``kernel`` of shape ``(in_features,
+    out_features)`` (JAX's layout). ``weight`` is PyTorch's view of the same
+    values, ``(out_features, in_features)``, read-only.
 
     Args:
       in_features: size of each input sample.
       out_features: size of each output sample.
       bias: whether to learn an additive bias.
-      rngs: an ``nnx.Rngs`` or an int seed.
+      rngs: the model's ``nn.Rngs`` (required: see the module docstring).
 
-    >>> layer = Linear(3, 2, rngs=0)
+    >>> layer = Linear(3, 2, rngs=Rngs(0))
     >>> layer(jnp.ones((5, 3))).shape
     (5, 2)
+    >>> layer.weight.shape, layer.kernel.shape
+    ((2, 3), (3, 2))
     """
-    in_features = positive_int("in_features", in_features)
-    out_features = positive_int("out_features", out_features)
-    init = _torch_uniform(in_features)
-    return nnx.Linear(in_features, out_features, use_bias=bias, kernel_init=init,
-                      bias_init=init, rngs=_as_rngs(rngs))
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 rngs: nnx.Rngs | None = None):
+        in_features = positive_int("in_features", in_features)
+        out_features = positive_int("out_features", out_features)
+        init = _torch_uniform(in_features)
+        super().__init__(in_features, out_features, use_bias=bool(bias), kernel_init=init,
+                         bias_init=init, rngs=_require_rngs(rngs, "Linear"))
+
+    @property
+    def weight(self) -> jax.Array:
+        """The weights in PyTorch's ``(out_features, in_features)`` layout (a copy)."""
+        return self.kernel[...].T
+
+    def __repr__(self) -> str:
+        return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None})")
 
 
-class MLP(nnx.Sequential):
-    """A multilayer perceptron: ``Linear → act → … → Linear``, returning logits.
+class _Stateless(nnx.Module):
+    """A layer without parameters: a named function of its input."""
 
-    It is an ``nnx.Sequential`` whose ``layers`` alternate ``Linear`` layers and
-    activation functions, so ``summary`` and ``functional`` see every layer.
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Identity(_Stateless):
+    """Returns its input (``nn.Identity``)."""
+
+    def __call__(self, x):
+        return x
+
+
+class ReLU(_Stateless):
+    """``max(x, 0)`` elementwise (``nn.ReLU``)."""
+
+    def __call__(self, x):
+        return jax.nn.relu(x)
+
+
+class Sigmoid(_Stateless):
+    """``1 / (1 + exp(-x))`` elementwise (``nn.Sigmoid``)."""
+
+    def __call__(self, x):
+        return jax.nn.sigmoid(x)
+
+
+class Tanh(_Stateless):
+    """``tanh(x)`` elementwise (``nn.Tanh``)."""
+
+    def __call__(self, x):
+        return jnp.tanh(x)
+
+
+class GELU(_Stateless):
+    """The exact (erf) GELU, as PyTorch's default ``nn.GELU()``."""
+
+    def __call__(self, x):
+        return jax.nn.gelu(x, approximate=False)
+
+
+class Softmax(nnx.Module):
+    """``nn.Softmax(dim)``: probabilities along ``dim`` (default the last axis).
+
+    >>> Softmax(dim=1)(jnp.zeros((1, 4)))
+    Array([[0.25, 0.25, 0.25, 0.25]], dtype=float32)
+    """
+
+    def __init__(self, dim: int = -1):
+        self.dim = int(dim)
+
+    def __call__(self, x):
+        return jax.nn.softmax(x, axis=self.dim)
+
+    def __repr__(self) -> str:
+        return f"Softmax(dim={self.dim})"
+
+
+class LogSoftmax(nnx.Module):
+    """``nn.LogSoftmax(dim)``: log-probabilities along ``dim``, for ``losses.nll_loss``."""
+
+    def __init__(self, dim: int = -1):
+        self.dim = int(dim)
+
+    def __call__(self, x):
+        return jax.nn.log_softmax(x, axis=self.dim)
+
+    def __repr__(self) -> str:
+        return f"LogSoftmax(dim={self.dim})"
+
+
+class Flatten(nnx.Module):
+    """``nn.Flatten(start_dim=1, end_dim=-1)``: e.g. ``(N, 28, 28) -> (N, 784)``.
+
+    >>> Flatten()(jnp.zeros((2, 28, 28))).shape
+    (2, 784)
+    """
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+
+    def __call__(self, x):
+        start = self.start_dim % x.ndim
+        end = self.end_dim % x.ndim
+        return x.reshape(*x.shape[:start], -1, *x.shape[end + 1:])
+
+    def __repr__(self) -> str:
+        return f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim})"
+
+
+class Dropout(nnx.Dropout):
+    """``nn.Dropout(p)``: in training, zero each element with probability ``p`` and scale
+    the rest by ``1 / (1 - p)``; in evaluation, the identity.
+
+    The mode and the key come from ``functional``'s ``apply(…, train=, rng=)``
+    (the train step passes ``train=True`` and a fresh key every step;
+    ``evaluate`` passes ``train=False``). Called directly, the layer follows
+    NNX's ``model.train()``/``model.eval()`` and needs ``rngs`` for training.
+
+    >>> drop = Dropout(0.5)
+    >>> apply, params, state = functional(drop)
+    >>> x = jnp.ones((1, 6))
+    >>> apply(params, state, x)[0].tolist()               # eval: identity
+    [[1.0, 1.0, 1.0, 1.0, 1.0, 1.0]]
+    >>> y, _ = apply(params, state, x, train=True, rng=jax.random.key(0))
+    >>> sorted(set(y[0].tolist())) in ([0.0, 2.0], [0.0], [2.0])
+    True
+    """
+
+    def __init__(self, p: float = 0.5, *, rngs: nnx.Rngs | None = None):
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
+            raise ValueError(f"p: expected a dropout probability in [0, 1], got {p!r}")
+        super().__init__(float(p), rngs=rngs)
+
+    @property
+    def p(self) -> float:
+        return self.rate
+
+    def __call__(self, x, *, deterministic: bool | None = None, rngs=None):
+        training = not (self.deterministic if deterministic is None else deterministic)
+        if training and self.rate > 0 and rngs is None and self.rngs is None:
+            raise ValueError("Dropout: training mode needs a key: train through "
+                             "functional(model)'s apply(..., train=True, rng=key) (what "
+                             "jaxnet.train does), call model.eval() for inference, or build "
+                             "the layer with rngs=nn.Rngs(...)")
+        return super().__call__(x, deterministic=deterministic, rngs=rngs)
+
+    def __repr__(self) -> str:
+        return f"Dropout(p={self.rate})"
+
+
+class BatchNorm1d(nnx.Module):
+    """``nn.BatchNorm1d(num_features)`` with PyTorch's semantics and parameter names.
+
+    Inputs are ``(N, C)`` or ``(N, C, L)``. In training the batch's mean and
+    (biased) variance normalise it and the running statistics move towards
+    them: ``running = (1 - momentum) * running + momentum * batch`` (the
+    running variance uses the unbiased estimate, as PyTorch). In evaluation the
+    running statistics are used and nothing changes. ``weight``/``bias`` are
+    parameters; ``running_mean``/``running_var`` are non-parameter state
+    (``nnx.BatchStat``), which ``functional`` returns as ``state`` and the
+    train step carries in ``TrainState.model_state``.
+
+    Note: in a padded last batch (``DataLoader(pad_last=True)``, which ``fit``
+    uses) the padding rows count in that batch's statistics; use
+    ``drop_last=True`` to match PyTorch exactly there.
+
+    >>> bn = BatchNorm1d(3)
+    >>> apply, params, state = functional(bn)
+    >>> y, new = apply(params, state, jnp.arange(6.0).reshape(2, 3), train=True)
+    >>> np.round(new["running_mean"], 4).tolist()
+    [0.15, 0.25, 0.35]
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True):
+        self.num_features = positive_int("num_features", num_features)
+        if not isinstance(eps, int | float) or not eps > 0:
+            raise ValueError(f"eps: expected a positive number, got {eps!r}")
+        if not isinstance(momentum, int | float) or not 0 <= momentum <= 1:
+            raise ValueError(f"momentum: expected a number in [0, 1], got {momentum!r}")
+        self.eps, self.momentum, self.affine = float(eps), float(momentum), bool(affine)
+        n = self.num_features
+        self.weight = nnx.Param(jnp.ones(n)) if affine else nnx.data(None)
+        self.bias = nnx.Param(jnp.zeros(n)) if affine else nnx.data(None)
+        self.running_mean = nnx.BatchStat(jnp.zeros(n))
+        self.running_var = nnx.BatchStat(jnp.ones(n))
+        self.use_running_average = False  # NNX's name for eval mode (model.eval() sets it)
+
+    def __call__(self, x):
+        if x.ndim not in (2, 3) or x.shape[1] != self.num_features:
+            raise ValueError(f"BatchNorm1d: expected input (N, {self.num_features}) or "
+                             f"(N, {self.num_features}, L), got shape {tuple(x.shape)}")
+        axes = (0,) if x.ndim == 2 else (0, 2)
+        shape = (1, -1) if x.ndim == 2 else (1, -1, 1)
+        if self.use_running_average:
+            mean, var = self.running_mean[...], self.running_var[...]
+        else:
+            mean, var = jnp.mean(x, axes), jnp.var(x, axes)
+            n = x.size // self.num_features
+            unbiased = var * (n / max(n - 1, 1))
+            m = self.momentum
+            self.running_mean[...] = jax.lax.stop_gradient(
+                (1 - m) * self.running_mean[...] + m * mean)
+            self.running_var[...] = jax.lax.stop_gradient(
+                (1 - m) * self.running_var[...] + m * unbiased)
+        y = (x - mean.reshape(shape)) * jax.lax.rsqrt(var.reshape(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight[...].reshape(shape) + self.bias[...].reshape(shape)
+        return y
+
+    def __repr__(self) -> str:
+        return (f"BatchNorm1d({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine})")
+
+
+class Sequential(nnx.Sequential):
+    """``nn.Sequential(*layers)``: calls its layers in order; indexable like a list.
+
+    >>> model = Sequential(Linear(4, 3, rngs=Rngs(0)), ReLU(), Linear(3, 1, rngs=Rngs(1)))
+    >>> len(model), model[0].weight.shape, type(model[1]).__name__
+    (3, (3, 4), 'ReLU')
+    """
+
+    def __getitem__(self, index: int):
+        return self.layers[index]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.layers)
+
+
+_ACTIVATION_LAYERS: dict[str, Callable[[], nnx.Module]] = {
+    "relu": ReLU,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "gelu": GELU,
+    "identity": Identity,
+    "log_softmax": LogSoftmax,
+}
+
+
+def _activation_layer(name: str, argument: str) -> nnx.Module:
+    if name not in _ACTIVATION_LAYERS:
+        raise ValueError(f"{argument}: expected one of {sorted(_ACTIVATION_LAYERS)}, "
+                         f"got {name!r}")
+    return _ACTIVATION_LAYERS[name]()
+
+
+class MLP(Sequential):
+    """A multilayer perceptron: ``Linear → ReLU [→ Dropout] → … → Linear``.
+
+    A ``Sequential`` of ``Linear`` and activation layers (``layers[0]`` is the
+    first ``Linear``), returning logits by default.
 
     Args:
       in_features: input size, e.g. 784 for flattened MNIST.
       hidden: sizes of the hidden layers, e.g. ``[512, 256]`` (may be empty).
       out_features: output size (number of classes for a classifier).
-      activation: name of the hidden activation (see ``ACTIVATIONS``).
-      output_activation: name of an activation after the last layer, e.g.
-        ``"log_softmax"`` to pair with ``losses.nll_loss`` like the course;
-        default ``"identity"`` (logits, for ``losses.cross_entropy``).
-      rngs: an ``nnx.Rngs`` or an int seed; the same seed gives the same weights.
+      activation: hidden activation: ``"relu"``, ``"sigmoid"``, ``"tanh"``, ``"gelu"``.
+      output_activation: ``"identity"`` (logits, for ``losses.cross_entropy``) or
+        ``"log_softmax"`` (for ``losses.nll_loss``, like the course).
+      dropout: if > 0, a ``Dropout(dropout)`` after every hidden activation.
+      rngs: an ``nn.Rngs`` or an int seed for the whole model.
 
-    >>> model = MLP(2, [30, 20], 2)
-    >>> count_params(model)
-    752
-    >>> model(jnp.ones((4, 2))).shape
-    (4, 2)
+    >>> model = MLP(2, [30, 20], 2, rngs=0)
+    >>> count_params(model), model(jnp.ones((4, 2))).shape
+    (752, (4, 2))
     """
 
     def __init__(self, in_features: int, hidden: SequenceABC[int], out_features: int, *,
                  activation: str = "relu", output_activation: str = "identity",
-                 rngs: nnx.Rngs | int = 0):
+                 dropout: float = 0.0, rngs: nnx.Rngs | int | None = None):
         if isinstance(hidden, int | str) or not isinstance(hidden, SequenceABC):
             raise TypeError(f"hidden: expected a sequence of ints such as [512, 256], "
                             f"got {hidden!r}")
-        act, out_act = _activation(activation), _activation(output_activation)
-        rngs = _as_rngs(rngs)
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float) \
+                or not 0 <= dropout < 1:
+            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        _activation_layer(activation, "activation")
+        _activation_layer(output_activation, "output_activation")
+        rngs = _model_rngs(rngs)
         sizes = [positive_int("in_features", in_features),
                  *(positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden)),
                  positive_int("out_features", out_features)]
-        layers: list[Any] = []
+        layers: list[nnx.Module] = []
         for i in range(len(sizes) - 1):
             layers.append(Linear(sizes[i], sizes[i + 1], rngs=rngs))
             if i < len(sizes) - 2:
-                layers.append(act)
+                layers.append(_activation_layer(activation, "activation"))
+                if dropout:
+                    layers.append(Dropout(dropout))
         if output_activation != "identity":
-            layers.append(out_act)
+            layers.append(_activation_layer(output_activation, "output_activation"))
         super().__init__(*layers)
 
 
-def functional(model: nnx.Module):
-    """Split a model into a pure ``apply(params, x)`` and its parameters.
+# ---------------------------------------------------------------------------- pure view
 
-    ``params`` is a plain nested dict of arrays (PyTorch's ``state_dict``);
-    ``apply`` rebuilds the module from it inside the function, so it can be
-    jitted and differentiated with ``jax.grad``. Non-parameter state (if any)
-    is captured as a constant.
+class Functional(NamedTuple):
+    """What ``functional(model)`` returns: unpack as ``apply, params, state = ...``."""
+
+    apply: Callable[..., tuple[Any, Any]]
+    """``apply(params, state, x, *, train=False, rng=None) -> (outputs, new_state)``."""
+    params: dict
+    """Trainable parameters, a nested dict of arrays (what ``jax.grad`` and optax see)."""
+    state: dict
+    """Non-parameter state (BatchNorm running statistics); ``{}`` for most models."""
+
+
+_RNG = nnx.RngState
+_STATE = nnx.Not(nnx.Any(nnx.Param, nnx.RngState))
+
+
+def _set_mode(model: nnx.Module, train: bool, rng) -> None:
+    """``model.train()`` / ``model.eval()`` on a merged copy, and a key per dropout layer."""
+    model.set_attributes(deterministic=not train, use_running_average=not train,
+                         raise_if_not_found=False)
+    if not train:
+        return
+    for i, (_, module) in enumerate(nnx.iter_modules(model)):
+        if isinstance(module, nnx.Dropout) and module.rate > 0:
+            if rng is None:
+                raise ValueError("rng: the model has Dropout, so apply(..., train=True) needs "
+                                 "rng=a jax.random key (the train step passes one per step)")
+            module.rngs = nnx.Rngs(dropout=jax.random.fold_in(rng, i)).dropout
+
+
+def _split(model: nnx.Module):
+    """``(merge, params, state)``: ``merge(params, state)`` rebuilds a fresh copy of ``model``."""
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model: expected an nn.Module (Flax NNX), got {type(model).__name__}")
+    graphdef, params, rng_state, state = nnx.split(model, nnx.Param, _RNG, ...)
+
+    def merge(params, state):
+        return nnx.merge(graphdef, params, rng_state, state)
+
+    return merge, nnx.to_pure_dict(params), nnx.to_pure_dict(state)
+
+
+def functional(model: nnx.Module) -> Functional:
+    """Split a model into a pure function, its parameters and its non-parameter state.
+
+    ``apply(params, state, x, *, train=False, rng=None)`` rebuilds the model
+    from its arguments inside the function, so it can be jitted and
+    differentiated. ``train=True`` is PyTorch's ``model.train()`` (Dropout
+    active with keys derived from ``rng``; BatchNorm uses batch statistics and
+    returns updated running statistics); ``train=False`` is ``model.eval()``.
+    It returns ``(outputs, new_state)``; ``new_state is state`` in
+    evaluation. The model object itself is not changed.
 
     Returns:
-      ``(apply, params)``.
+      ``Functional(apply, params, state)``: ``params`` and ``state`` are plain
+      nested dicts of arrays (together, PyTorch's ``state_dict``).
 
-    >>> apply, params = functional(MLP(2, [3], 1, rngs=0))
-    >>> sorted(params["layers"])
-    [0, 2]
-    >>> apply(params, jnp.ones((4, 2))).shape
+    >>> apply, params, state = functional(MLP(2, [3], 1, rngs=0))
+    >>> sorted(params["layers"]), state
+    ([0, 2], {})
+    >>> apply(params, state, jnp.ones((4, 2)))[0].shape
     (4, 1)
     """
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    merge, params, state = _split(model)
 
-    def apply(params, x):
-        return nnx.merge(graphdef, params, rest)(x)
+    def apply(params, state, x, *, train: bool = False, rng=None):
+        module = merge(params, state)
+        _set_mode(module, train, rng)
+        out = module(x)
+        if not train:
+            return out, state
+        return out, nnx.to_pure_dict(nnx.state(module, _STATE))
 
-    return apply, nnx.to_pure_dict(params)
+    return Functional(apply, params, state)
 
 
 def state_dict(model: nnx.Module) -> dict:
-    """The model's parameters as a plain nested dict (``model.state_dict()``)."""
-    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    """Parameters and buffers (BatchNorm statistics) as one nested dict (``model.state_dict()``).
 
-
-def load_state_dict(model: nnx.Module, params: dict) -> None:
-    """Copy ``params`` into ``model`` in place (``model.load_state_dict(sd)``).
-
-    Raises ``ValueError`` naming the first path whose shape differs.
+    >>> sorted(state_dict(Sequential(Linear(2, 2, rngs=Rngs(0)), BatchNorm1d(2)))["layers"][1])
+    ['bias', 'running_mean', 'running_var', 'weight']
     """
-    current = nnx.state(model, nnx.Param)
+    return nnx.to_pure_dict(nnx.state(model, nnx.Not(_RNG)))
+
+
+def load_state_dict(model: nnx.Module, values: dict) -> None:
+    """Copy ``values`` (from ``state_dict``) into ``model`` in place (``load_state_dict``).
+
+    Raises ``ValueError`` naming the missing/unexpected paths, or the first path
+    whose shape differs, with both shapes.
+    """
+    current = nnx.state(model, nnx.Not(_RNG))
     want = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(current))[0]
-    got_leaves, got_def = jax.tree_util.tree_flatten_with_path(params)
+    got_leaves, _ = jax.tree_util.tree_flatten_with_path(values)
     want_paths = [jax.tree_util.keystr(p) for p, _ in want]
     got_paths = [jax.tree_util.keystr(p) for p, _ in got_leaves]
     if want_paths != got_paths:
         missing = sorted(set(want_paths) - set(got_paths))
         extra = sorted(set(got_paths) - set(want_paths))
-        raise ValueError(f"params: structure differs from the model's; missing {missing}, "
+        raise ValueError(f"state_dict: structure differs from the model's; missing {missing}, "
                          f"unexpected {extra}")
     for (path, w), (_, g) in zip(want, got_leaves, strict=True):
         if jnp.shape(w) != jnp.shape(g):
-            raise ValueError(f"params{jax.tree_util.keystr(path)}: expected shape "
+            raise ValueError(f"state_dict{jax.tree_util.keystr(path)}: expected shape "
                              f"{jnp.shape(w)}, got {jnp.shape(g)}")
-    nnx.replace_by_pure_dict(current, params)
+    nnx.replace_by_pure_dict(current, values)
     nnx.update(model, current)
 
 
@@ -248,42 +574,132 @@ def count_params(model_or_params: Any) -> int:
     return int(sum(np.size(leaf) for leaf in jax.tree.leaves(tree)))
 
 
-def _layer_name(layer: Any) -> str:
-    if isinstance(layer, nnx.Linear):
-        return f"Linear({layer.in_features}, {layer.out_features})"
-    if isinstance(layer, nnx.Module):
-        return type(layer).__name__
-    name = getattr(layer, "__name__", type(layer).__name__)
-    return {"_identity": "Identity"}.get(name, name)
+# ---------------------------------------------------------------------------- summary
+
+def _describe(module: nnx.Module) -> str:
+    if isinstance(module, nnx.Linear):
+        return f"Linear({module.in_features}, {module.out_features})"
+    if isinstance(module, BatchNorm1d):
+        return f"BatchNorm1d({module.num_features})"
+    if isinstance(module, Dropout | Softmax | LogSoftmax):
+        return repr(module)
+    return type(module).__name__
 
 
-def summary(model: nnx.Module, input_shape: SequenceABC[int], *,
-            dtype=jnp.float32, print_fn: Callable[[str], Any] | None = print) -> str:
-    """Print and return a per-layer table: layer, output shape, parameter count.
+def _shapes(out: Any) -> str:
+    shapes = [tuple(x.shape) for x in jax.tree.leaves(out) if hasattr(x, "shape")]
+    return str(shapes[0]) if len(shapes) == 1 else str(shapes)
 
-    Like ``print(model)`` plus torchsummary. Shapes are computed abstractly
-    (``jax.eval_shape``), so nothing runs. ``input_shape`` includes the batch
-    dimension.
 
-    >>> text = summary(MLP(784, [512, 256], 10), (64, 784), print_fn=None)
-    >>> print(text.splitlines()[-1])
+def _record_calls(modules: list[nnx.Module], shapes: dict[int, str]):
+    """Wrap the ``__call__`` of the modules' classes so each records its first output shape.
+
+    ``shapes`` fills in call order (dicts keep insertion order). The same
+    technique as ``nnx.tabulate``; the returned function restores the classes.
+    """
+    targets = {id(m) for m in modules}
+    patched = []
+    for cls in {type(m) for m in modules}:
+        original = cls.__call__
+        had_own = "__call__" in cls.__dict__
+
+        def wrapper(self, *args, __original=original, **kwargs):
+            first = id(self) in targets and id(self) not in shapes
+            if first:
+                shapes[id(self)] = "--"  # reserve the slot: parents are called first
+            out = __original(self, *args, **kwargs)
+            if first:
+                shapes[id(self)] = _shapes(out)
+            return out
+
+        cls.__call__ = wrapper
+        patched.append((cls, original, had_own))
+
+    def restore():
+        for cls, original, had_own in patched:
+            if had_own:
+                cls.__call__ = original
+            else:
+                del cls.__call__
+
+    return restore
+
+
+def _sort_key(path: tuple) -> list:
+    return [(0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in path]
+
+
+def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float32,
+            print_fn: Callable[[str], Any] | None = print) -> str:
+    """Print and return a table of every layer: name, type, output shape, parameters.
+
+    Like ``print(model)`` plus torchinfo's ``summary``: nested modules are
+    indented under their parent, with PyTorch-style names (``layers.0``).
+    Shapes are computed abstractly in evaluation mode (nothing runs, nothing
+    changes). ``input_shape`` includes the batch dimension. ``Params`` counts a
+    layer's own parameters (``--``: none; a container's are in its children's rows).
+
+    >>> text = summary(MLP(784, [512, 256], 10, rngs=0), (64, 784), print_fn=None)
+    >>> print(text.splitlines()[5])
+      0        Linear(784, 512)  (64, 512)   401,920
+    >>> print(text.splitlines()[-2])
     Total params: 535,818
     """
-    layers = list(getattr(model, "layers", [model]))
-    x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    merge, params, state = _split(model)
+    shapes: dict[int, str] = {}
+    rows_by_path: dict[tuple, int] = {}
+
+    def traced(params, state, x):
+        module = merge(params, state)
+        _set_mode(module, False, None)
+        found = [(p, m) for p, m in nnx.iter_modules(module)
+                 if not isinstance(m, nnx.List | nnx.Dict)]
+        rows_by_path.update((p, id(m)) for p, m in found)
+        restore = _record_calls([m for _, m in found], shapes)
+        try:
+            return module(x)
+        finally:
+            restore()
+
+    jax.eval_shape(traced, params, state, jax.ShapeDtypeStruct(tuple(input_shape), dtype))
+
+    own: dict[tuple, int] = {}
+    module_paths = set(rows_by_path)
+    for path, leaf in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        owner = max((p for p in module_paths if path[:len(p)] == p), key=len)
+        own[owner] = own.get(owner, 0) + int(np.size(leaf))
+
+    modules = dict(nnx.iter_modules(model))
+    # Sequential keeps its layers in an nnx.List: PyTorch names them "layers.0", not
+    # "layers.layers.0", so the list's own path element is left out of the name.
+    hidden = {p for p, m in modules.items() if isinstance(m, nnx.List | nnx.Dict)}
+    # Siblings in the order they were first called (PyTorch/torchinfo order), then by name.
+    called = {ident: i for i, ident in enumerate(shapes)}
+
+    def order(path: tuple) -> list:
+        return [(called.get(rows_by_path.get(path[:i + 1]), len(called)), _sort_key((e,)))
+                for i, e in enumerate(path)]
+
     rows = []
-    for i, layer in enumerate(layers):
-        x = jax.eval_shape(layer, x)
-        n = count_params(layer) if isinstance(layer, nnx.Module) else 0
-        rows.append((f"{i}: {_layer_name(layer)}", str(tuple(x.shape)), f"{n:,}"))
-    header = ("Layer", "Output shape", "Params")
-    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(3)]
-    w0, w1, w2 = widths
-    fmt = f"{{:<{w0}}}  {{:<{w1}}}  {{:>{w2}}}"
-    rule = "-" * (sum(widths) + 4)
+    for path in sorted(rows_by_path, key=order):
+        depth = sum(1 for p in module_paths if p != path and path[:len(p)] == p)
+        name = ".".join(str(e) for i, e in enumerate(path) if path[:i + 1] not in hidden)
+        name = name or type(model).__name__
+        n = own.get(path, 0)
+        count = f"{n:,}" if n else "--"
+        rows.append(("  " * depth + name, _describe(modules[path]),
+                     shapes.get(rows_by_path[path], "--"), count))
+    header = ("Layer", "Type", "Output shape", "Params")
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(4)]
+    fmt = "{:<%d}  {:<%d}  {:<%d}  {:>%d}" % tuple(widths)
+    rule = "-" * (sum(widths) + 6)
+    n_state = int(sum(np.size(x) for x in jax.tree.leaves(state)))
     lines = [f"{type(model).__name__} (input {tuple(input_shape)})", rule, fmt.format(*header),
-             rule, *(fmt.format(*r) for r in rows), rule,
-             f"Total params: {count_params(model):,}"]
+             rule, *(fmt.format(*r).rstrip() for r in rows), rule,
+             f"Total params: {count_params(model):,}",
+             f"Non-trainable state: {n_state:,}"]
     text = "\n".join(lines)
     if print_fn is not None:
         print_fn(text)

@@ -1,27 +1,32 @@
 """Training as pure, jitted functions: the PyTorch training loop, the JAX way.
 
-The pieces, from small to large:
+The pieces, from small to large, each usable on its own:
 
-* ``TrainState`` — a pytree ``(step, params, opt_state, rng)``; nothing else
-  is mutated anywhere.
+* ``TrainState`` — a pytree ``(step, params, opt_state, rng, model_state)``;
+  nothing else is mutated anywhere.
 * ``make_train_step(apply, loss_fn, optimizer)`` — one jitted
-  ``(state, batch) -> (state, metrics)``: forward, ``jax.value_and_grad``,
-  optax update. It replaces ``zero_grad(); loss.backward(); step()``.
+  ``(state, batch) -> (state, metrics)``: the model in training mode with a
+  fresh key, ``jax.value_and_grad``, the optax update. It replaces
+  ``model.train(); zero_grad(); loss.backward(); step()``.
 * ``make_epoch(...)`` — a whole epoch over device-resident arrays as one
   jitted ``lax.scan`` (the fast path).
-* ``evaluate(...)`` — loss and accuracy without gradients (``torch.no_grad``).
-* ``fit(...)`` — the loop: epochs, progress bar, validation, history,
-  checkpoints and resume, composed from the pieces above.
+* ``make_epoch_runner(..., loader)`` — one epoch of any ``DataLoader``: the
+  scan for array datasets, a Python loop over the jitted step otherwise.
+* ``evaluate(...)`` — loss and accuracy in evaluation mode, without
+  gradients (``model.eval()`` + ``torch.no_grad()``).
+* ``fit(...)`` — a short loop: resume, run an epoch, validate, callbacks.
 
-``loss_fn(outputs, labels, *, mask)`` is any ``jaxnet.losses`` function (or
-one with that signature) using ``reduction="mean"``; ``mask`` is False on the
-padding of the last batch, so padded rows never count.
+``apply(params, model_state, x, *, train, rng) -> (outputs, model_state)`` is
+the pure model function from ``nn.functional``. ``loss_fn(outputs, labels, *,
+mask)`` is any ``jaxnet.losses`` function (or one with that signature) using
+``reduction="mean"``; ``mask`` is False on the padding of the last batch, so
+padded rows never count.
 
 >>> import optax
 >>> from jaxnet import nn, losses
->>> apply, params = nn.functional(nn.MLP(2, [8], 2, rngs=0))
+>>> apply, params, model_state = nn.functional(nn.MLP(2, [8], 2, rngs=0))
 >>> optimizer = optax.sgd(0.1)
->>> state = TrainState.create(params, optimizer, seed=0)
+>>> state = TrainState.create(params, optimizer, model_state=model_state, seed=0)
 >>> step = make_train_step(apply, losses.cross_entropy, optimizer)
 >>> state, metrics = step(state, (jnp.ones((4, 2)), jnp.array([0, 1, 0, 1])))
 >>> int(state.step), metrics["loss"].shape
@@ -30,8 +35,9 @@ padding of the last batch, so padded rows never count.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -40,7 +46,10 @@ import numpy as np
 import optax
 from flax import struct
 
+from . import callbacks as cb
+from ._checks import positive_int, seed_int
 from ._tree import leaf_paths
+from .callbacks import NonFiniteError
 from .data import ArrayDataset, DataLoader
 
 __all__ = [
@@ -49,10 +58,11 @@ __all__ = [
     "evaluate",
     "fit",
     "make_epoch",
+    "make_epoch_runner",
     "make_train_step",
 ]
 
-Apply = Callable[[Any, jax.Array], jax.Array]
+Apply = Callable[..., tuple[jax.Array, Any]]
 LossFn = Callable[..., jax.Array]
 
 
@@ -64,55 +74,64 @@ class TrainState:
       step: int32 scalar, the number of optimizer steps taken.
       params: the model parameters (a nested dict of arrays).
       opt_state: the optax optimizer state.
-      rng: a raw ``uint32[2]`` ``jax.random`` key for stochastic layers.
+      rng: a raw ``uint32[2]`` ``jax.random`` key; step ``s`` uses
+        ``fold_in(rng, s)`` for Dropout, so a resumed run draws the same keys.
+      model_state: non-parameter model state, e.g. BatchNorm running
+        statistics (``{}`` for most models).
     """
 
     step: jax.Array
     params: Any
     opt_state: Any
     rng: jax.Array
+    model_state: Any = struct.field(default_factory=dict)
 
     @classmethod
     def create(cls, params: Any, optimizer: optax.GradientTransformation, *,
-               seed: int = 0) -> TrainState:
-        """Fresh state: step 0, ``optimizer.init(params)``, key from ``seed``."""
+               model_state: Any = None, seed: int = 0) -> TrainState:
+        """Fresh state: step 0, ``optimizer.init(params)``, key from ``seed``.
+
+        Args:
+          params: the model's parameters (``nn.functional(model).params``).
+          optimizer: any optax ``GradientTransformation``, e.g. ``optax.adam(1e-3)``.
+          model_state: the model's non-parameter state (``nn.functional(model).state``).
+          seed: int in [0, 2**32) for the per-step keys (Dropout).
+        """
         if not isinstance(optimizer, optax.GradientTransformation):
             raise TypeError(f"optimizer: expected an optax GradientTransformation such as "
                             f"optax.adam(1e-3), got {type(optimizer).__name__}")
-        # A copy: the jitted steps donate the state's buffers, and the caller's
-        # own ``params`` must stay usable afterwards.
+        # Copies: the jitted steps donate the state's buffers, and the caller's
+        # own arrays must stay usable afterwards.
         params = jax.tree.map(lambda p: jnp.array(p, copy=True), params)
+        model_state = jax.tree.map(lambda p: jnp.array(p, copy=True), model_state or {})
         return cls(step=jnp.zeros((), jnp.int32), params=params,
-                   opt_state=optimizer.init(params), rng=jax.random.PRNGKey(seed))
+                   opt_state=optimizer.init(params), rng=jax.random.PRNGKey(seed_int("seed", seed)),
+                   model_state=model_state)
 
 
-class NonFiniteError(FloatingPointError):
-    """Training produced a NaN or Inf; ``epoch``, ``step`` and ``names`` say where."""
-
-    def __init__(self, epoch: int, step: int, names: list[str]):
-        self.epoch, self.step, self.names = epoch, step, names
-        super().__init__(f"non-finite values at epoch {epoch}, step {step} of that epoch: "
-                         f"{', '.join(names)}; the last checkpoint (if any) is kept")
-
-
-def _split_batch(batch) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-    if len(batch) == 2:
+def _split_batch(batch) -> tuple[Any, Any, Any]:
+    if isinstance(batch, tuple | list) and len(batch) == 2:
         return batch[0], batch[1], None
-    if len(batch) == 3:
-        return batch
-    raise ValueError(f"batch: expected (x, y) or (x, y, mask), got a tuple of {len(batch)}")
+    if isinstance(batch, tuple | list) and len(batch) == 3:
+        return tuple(batch)
+    raise ValueError(f"batch: expected a tuple (x, y) or (x, y, mask), got "
+                     f"{type(batch).__name__}" + (f" of {len(batch)}" if hasattr(batch, "__len__")
+                                                  else ""))
 
 
 def _grad_step(apply: Apply, loss_fn: LossFn, optimizer, state: TrainState, x, y, mask):
-    """One optimizer step; returns the new state, the loss and the gradients."""
+    """One optimizer step in training mode; returns the new state, the loss and the grads."""
+    key = jax.random.fold_in(state.rng, state.step)
 
     def objective(params):
-        return loss_fn(apply(params, x), y, mask=mask)
+        outputs, model_state = apply(params, state.model_state, x, train=True, rng=key)
+        return loss_fn(outputs, y, mask=mask), model_state
 
-    loss, grads = jax.value_and_grad(objective)(state.params)
+    (loss, model_state), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              model_state=model_state)
     return new_state, loss, grads
 
 
@@ -121,18 +140,25 @@ def _finite_flags(loss, grads) -> jax.Array:
     return jnp.stack([jnp.isfinite(loss)] + [jnp.isfinite(g).all() for g in jax.tree.leaves(grads)])
 
 
+def _named_non_finite(flags: np.ndarray, params) -> list[str]:
+    """The names behind the False entries of ``_finite_flags``."""
+    paths = leaf_paths(params)
+    return ["loss" if j == 0 else f"grad of {paths[j - 1]}" for j in np.flatnonzero(~flags)]
+
+
 def make_train_step(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
                     check_finite: bool = False, donate: bool = True):
     """Build the jitted ``train_step(state, batch) -> (state, metrics)``.
 
     Args:
-      apply: pure model function ``apply(params, x) -> outputs``.
+      apply: pure model function ``apply(params, model_state, x, *, train, rng)``.
       loss_fn: ``loss_fn(outputs, labels, *, mask) -> scalar``.
       optimizer: any optax ``GradientTransformation``.
       check_finite: also return ``metrics["finite"]``, a bool vector
         ``[loss, *grad leaves]`` (see ``NonFiniteError``).
       donate: donate the input state's buffers (the old state is consumed, as
-        when PyTorch updates parameters in place).
+        when PyTorch updates parameters in place: reusing it raises "Array has
+        been deleted").
 
     ``batch`` is ``(x, y)`` or ``(x, y, mask)``; keep its shape fixed (e.g.
     ``DataLoader(..., pad_last=True)``) so the step compiles once.
@@ -181,236 +207,315 @@ def make_epoch(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransform
     return jax.jit(run_epoch, donate_argnums=(0,) if donate else ())
 
 
-def _eval_batches(apply, loss_fn, params, data, indices, mask):
-    """Sums over padded batches in one scan: loss (if loss_fn), correct (if classes), count."""
+def _pair(arrays: tuple, name: str) -> tuple:
+    if len(arrays) != 2:
+        raise ValueError(f"{name}: expected examples (x, y), got {len(arrays)} arrays per example")
+    return arrays
+
+
+def make_epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                      loader: DataLoader):
+    """One training epoch over ``loader``, the fastest way its dataset allows.
+
+    An ``ArrayDataset`` runs as one compiled ``lax.scan`` over device-resident
+    arrays (``make_epoch``); any other dataset is fetched batch by batch
+    (``loader.iter_epoch(epoch, pad_last=True)``) into the jitted
+    ``make_train_step``. Both see the same batches in the same order, so the
+    results agree.
+
+    Returns:
+      ``run(state, epoch, on_batch=None) -> (state, losses, counts)``:
+      ``epoch`` counts from 0; ``losses`` and ``counts`` are numpy arrays of
+      the per-batch mean loss and number of real examples;
+      ``on_batch(i, loss)`` is called after each step of the Python loop.
+      ``run.compile_seconds`` is set after the first call (0 for the loop).
+    """
+    arrays = loader.arrays
+    if arrays is not None:
+        epoch_fn = make_epoch(apply, loss_fn, optimizer)
+        device_data: list = []
+        compiled: list = []
+
+        def run(state, epoch, on_batch=None):
+            indices, mask = loader.index_batches(epoch)
+            if not compiled:
+                t0 = time.perf_counter()
+                device_data.extend(jax.device_put(a) for a in _pair(arrays, "train_data"))
+                compiled.append(epoch_fn.lower(state, tuple(device_data), indices, mask)
+                                .compile())
+                run.compile_seconds = time.perf_counter() - t0
+            state, metrics = compiled[0](state, tuple(device_data), indices, mask)
+            return state, np.asarray(metrics["loss"]), mask.sum(axis=1)
+    else:
+        step = make_train_step(apply, loss_fn, optimizer)
+
+        def run(state, epoch, on_batch=None):
+            losses, counts = [], []
+            for i, batch in enumerate(loader.iter_epoch(epoch, pad_last=True)):
+                if len(batch) != 3:
+                    raise ValueError(f"train_data: expected dataset examples (x, y), got "
+                                     f"batches of {len(batch) - 1} values")
+                state, metrics = step(state, batch)
+                losses.append(metrics["loss"])
+                counts.append(int(np.sum(batch[-1])))
+                if on_batch is not None:
+                    on_batch(i, metrics["loss"])
+            return state, np.asarray(jnp.stack(losses)), np.asarray(counts)
+
+    run.compile_seconds = 0.0
+    return run
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+def _batch_sums(apply, loss_fn, params, model_state, x, y, mask):
+    """Per-batch sums in evaluation mode: loss (if loss_fn), correct (if classes), count."""
+    out, _ = apply(params, model_state, x, train=False)
+    mf = mask.astype(jnp.float32)
+    sums = {"count": jnp.sum(mf)}
+    if loss_fn is not None:
+        sums["loss"] = loss_fn(out, y, mask=mf, reduction="sum")
+    if out.ndim == y.ndim + 1:  # class scores vs integer labels
+        sums["accuracy"] = jnp.sum((jnp.argmax(out, -1) == y) * mf)
+    return sums
+
+
+def _eval_scan(apply, loss_fn, params, model_state, data, indices, mask):
+    """The batch sums of every padded batch, added up in one scan over device arrays."""
     x_all, y_all = data
 
     def body(totals, batch):
         idx, m = batch
-        x, y = jnp.take(x_all, idx, axis=0), jnp.take(y_all, idx, axis=0)
-        out = apply(params, x)
-        mf = m.astype(jnp.float32)
-        sums = {"count": jnp.sum(mf)}
-        if loss_fn is not None:
-            sums["loss"] = loss_fn(out, y, mask=mf, reduction="sum")
-        if out.ndim == y.ndim + 1:  # class scores vs integer labels
-            sums["accuracy"] = jnp.sum((jnp.argmax(out, -1) == y) * mf)
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-        return totals, None
+        sums = _batch_sums(apply, loss_fn, params, model_state, jnp.take(x_all, idx, axis=0),
+                           jnp.take(y_all, idx, axis=0), m)
+        return jax.tree.map(jnp.add, totals, sums), None
 
-    first, _ = body(None, (indices[0], mask[0]))
+    first = _batch_sums(apply, loss_fn, params, model_state, jnp.take(x_all, indices[0], axis=0),
+                        jnp.take(y_all, indices[0], axis=0), mask[0])
     totals, _ = jax.lax.scan(body, first, (indices[1:], mask[1:]))
-    count = totals.pop("count")
-    return {k: v / count for k, v in totals.items()}
+    return totals
 
 
-_eval_jit = jax.jit(_eval_batches, static_argnums=(0, 1))
+_eval_scan_jit = jax.jit(_eval_scan, static_argnums=(0, 1))
+_batch_sums_jit = jax.jit(_batch_sums, static_argnums=(0, 1))
 
 
-def _as_arrays(data, name: str) -> tuple:
+def _as_loader(data, name: str, *, batch_size=None, shuffle=None, seed=None,
+               defaults=(64, True, 0)) -> DataLoader:
+    """A DataLoader for ``data``: ``(x, y)`` arrays, a dataset, or a DataLoader as is."""
+    given = {k: v for k, v in (("batch_size", batch_size), ("shuffle", shuffle), ("seed", seed))
+             if v is not None}
     if isinstance(data, DataLoader):
-        data = data.dataset
-    if isinstance(data, ArrayDataset):
-        data = data.arrays
-    if not isinstance(data, tuple | list) or len(data) != 2:
-        raise TypeError(f"{name}: expected (x, y) arrays, an ArrayDataset or a DataLoader, "
-                        f"got {type(data).__name__}")
-    ArrayDataset(*data)  # validates equal lengths
-    return tuple(data)
+        if given:
+            raise ValueError(f"{', '.join(given)}: {name} is a DataLoader, which already sets "
+                             f"them (DataLoader(dataset, batch_size=..., shuffle=..., seed=...)); "
+                             f"pass them to the DataLoader, not here")
+        return data
+    if isinstance(data, tuple | list):
+        if len(data) != 2:
+            raise TypeError(f"{name}: expected (x, y) arrays, a Dataset or a DataLoader, got a "
+                            f"{type(data).__name__} of {len(data)}")
+        data = ArrayDataset(*data)
+    if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        raise TypeError(f"{name}: expected (x, y) arrays, a Dataset or a DataLoader, got "
+                        f"{type(data).__name__}")
+    b, s, sd = defaults
+    return DataLoader(data, batch_size=min(given.get("batch_size", b), len(data)),
+                      shuffle=given.get("shuffle", s), seed=given.get("seed", sd))
 
 
-def evaluate(apply: Apply, params: Any, data, *, loss_fn: LossFn | None = None,
-             batch_size: int = 1000) -> dict[str, float]:
-    """Loss and accuracy over a dataset, without gradients (``model.eval()`` + ``no_grad``).
+def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
+             loss_fn: LossFn | None = None, batch_size: int = 1000) -> dict[str, float]:
+    """Loss and accuracy over a dataset in evaluation mode, without gradients.
+
+    PyTorch's ``model.eval()`` + ``with torch.no_grad():`` loop: Dropout is off,
+    BatchNorm uses its running statistics, nothing is differentiated.
 
     Args:
-      apply: pure model function.
-      params: model parameters.
-      data: ``(x, y)`` arrays, an ``ArrayDataset`` or a ``DataLoader``.
+      apply: pure model function (``nn.functional(model).apply``).
+      params: model parameters, or a ``TrainState`` (then its ``params`` and
+        ``model_state`` are used).
+      data: ``(x, y)`` arrays, a ``Dataset`` or a ``DataLoader`` (its order and
+        batch size are used; arrays are padded and masked, never dropped).
+      model_state: the model's non-parameter state (BatchNorm statistics).
       loss_fn: optional loss (``reduction=`` and ``mask=`` keywords); its mean
         is returned as ``"loss"``.
-      batch_size: examples per forward pass (memory, not results).
+      batch_size: examples per forward pass for arrays (memory, not results).
 
     Returns:
       ``{"accuracy": float}`` for class scores vs integer labels, plus
       ``"loss"`` when ``loss_fn`` is given.
     """
-    x, y = _as_arrays(data, "data")
-    loader = DataLoader(ArrayDataset(x, y), batch_size=min(batch_size, len(x)))
+    if isinstance(params, TrainState):
+        params, model_state = params.params, params.model_state
+    model_state = {} if model_state is None else model_state
+    loader = _as_loader(data, "data", defaults=(positive_int("batch_size", batch_size), False, 0))
     indices, mask = loader.index_batches(0)
-    totals = _eval_jit(apply, loss_fn, params, (jnp.asarray(x), jnp.asarray(y)), indices, mask)
-    return {k: float(v) for k, v in totals.items()}
+    arrays = loader.arrays
+    if arrays is not None:
+        x, y = _pair(arrays, "data")
+        totals = _eval_scan_jit(apply, loss_fn, params, model_state,
+                                (jnp.asarray(x), jnp.asarray(y)), indices, mask)
+    else:
+        totals = None
+        for x, y, m in loader.iter_epoch(0, pad_last=True):
+            sums = _batch_sums_jit(apply, loss_fn, params, model_state, x, y, m)
+            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = dict(totals)
+    count = totals.pop("count")
+    return {k: float(v / count) for k, v in totals.items()}
 
 
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+# ---------------------------------------------------------------------------- fit
 
+def _check_same_config(saved: dict | None, config: dict | None, directory) -> None:
+    """A run resumes only with the configuration it started with; ``epochs`` may grow.
 
-def _find_non_finite(step_fn, start: TrainState, x, y, indices, mask, epoch: int):
-    """Replay an epoch from its start with per-leaf checks; raise naming the first culprit.
-
-    Only runs after the cheap checks (per-step loss, end-of-epoch params) failed,
-    so the hot path pays nothing for the diagnosis.
+    Anything that depends on the number of epochs (a schedule's length) must
+    be in ``config`` under its own key, so that growing ``epochs`` changes it
+    and the resume is refused rather than silently different.
     """
-    state = start
-    for i, batch in enumerate(_host_batches(x, y, indices, mask)):
-        state, metrics = step_fn(state, batch)
-        finite = np.asarray(metrics["finite"])
-        if not finite.all():
-            names = ["loss" if j == 0 else f"grad of {leaf_paths(start.params)[j - 1]}"
-                     for j in np.flatnonzero(~finite)]
-            raise NonFiniteError(epoch, i, names)
-    raise NonFiniteError(epoch, indices.shape[0] - 1, ["parameters after the epoch"])
+    if saved is None or config is None:
+        return
+    keys = sorted(set(saved) | set(config))
+    diff = {k: (saved.get(k), config.get(k)) for k in keys
+            if k != "epochs" and saved.get(k) != config.get(k)}
+    if diff:
+        raise ValueError(
+            f"resume: {directory} was written by a run with another configuration: "
+            + ", ".join(f"{k} {a!r} (checkpoint) vs {b!r} (now)" for k, (a, b) in diff.items())
+            + "; resume with the settings it was started with, or train a new run in an "
+              "empty folder")
+
+
+def _resume(checkpoint_dir, state, config, log) -> tuple[TrainState, int, list[dict]]:
+    from . import checkpoint
+
+    state, start_epoch, history, saved = checkpoint.resume_state(checkpoint_dir, state, log=log)
+    _check_same_config(saved, config, checkpoint_dir)
+    return state, start_epoch, history
+
+
+def _default_callbacks(check_finite, checkpoint_dir, keep, progress, log) -> list:
+    out: list[cb.Callback] = []
+    if check_finite:
+        out.append(cb.FiniteCheck())  # before Checkpoint: a poisoned state is never saved
+    if checkpoint_dir is not None:
+        out.append(cb.Checkpoint(checkpoint_dir, keep=keep))
+    if progress:
+        out.append(cb.ProgressBar())
+    if log is not None:
+        out.append(cb.EpochLog(log))
+    return out
+
+
+def _run_epoch(runner, run: cb.Run, callbacks, state, epoch: int, val_loader) -> tuple:
+    """Train one epoch (``epoch`` counts from 1), validate, and build its history entry."""
+    t0 = time.perf_counter()
+    for c in callbacks:
+        c.on_epoch_begin(run, epoch, state)
+
+    def on_batch(i, loss):
+        for c in callbacks:
+            c.on_batch_end(run, i, loss)
+
+    compiled_before = runner.compile_seconds
+    state, losses, counts = runner(state, epoch - 1, on_batch)
+    logs: dict[str, Any] = {"epoch": epoch}
+    if runner.compile_seconds != compiled_before:
+        logs["compile_seconds"] = runner.compile_seconds
+    logs["train_seconds"] = time.perf_counter() - t0 - logs.get("compile_seconds", 0.0)
+    logs["train_loss"] = float(np.sum(losses * counts) / np.sum(counts))
+    if val_loader is not None:
+        val = evaluate(run.apply, state, val_loader, loss_fn=run.loss_fn)
+        logs.update({f"val_{k}": v for k, v in val.items()})
+    logs["seconds"] = time.perf_counter() - t0
+    return state, logs
 
 
 def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
         optimizer: optax.GradientTransformation, train_data, *, epochs: int,
-        batch_size: int = 64, shuffle: bool = True, seed: int = 0, val_data=None,
-        fast: bool = True, check_finite: bool = True, checkpoint_dir=None, keep: int = 3,
-        resume: bool = False, config: dict | None = None, progress: bool = True,
-        log: Callable[[str], Any] | None = print) -> tuple[TrainState, list[dict]]:
-    """Train for ``epochs`` epochs; return the final state and per-epoch history.
+        batch_size: int | None = None, shuffle: bool | None = None, seed: int | None = None,
+        val_data=None, callbacks: Iterable[cb.Callback] = (), check_finite: bool = True,
+        checkpoint_dir=None, keep: int = 3, resume: bool = False, config: dict | None = None,
+        progress: bool = True, log: Callable[[str], Any] | None = print,
+        ) -> tuple[TrainState, list[dict]]:
+    """Train for ``epochs`` epochs; return the final state and the per-epoch history.
+
+    The loop: (resume) → for each epoch: callbacks' ``on_epoch_begin`` → one
+    epoch (``make_epoch_runner``) → validation (``evaluate``) → callbacks'
+    ``on_epoch_end`` (any may stop training) → ``on_train_end``.
 
     Args:
       state: initial ``TrainState`` (also the template when resuming).
       apply, loss_fn, optimizer: as for ``make_train_step``.
-      train_data: ``(x, y)`` arrays, an ``ArrayDataset`` or a ``DataLoader``
-        (whose ``batch_size``, ``shuffle`` and ``seed`` then win).
+      train_data: ``(x, y)`` arrays, a ``Dataset`` or a ``DataLoader``.
       epochs: total number of epochs (a resumed run continues up to it).
-      batch_size, shuffle, seed: batching when ``train_data`` is arrays; the
-        order of epoch ``e`` depends only on ``(seed, e)``.
-      val_data: optional ``(x, y)`` evaluated after every epoch.
-      fast: run each epoch as one jitted ``lax.scan`` over device-resident data
-        (default); ``False`` steps batch by batch from the host.
+      batch_size, shuffle, seed: batching when ``train_data`` is not a
+        ``DataLoader`` (defaults 64, True, 0); passing them with a
+        ``DataLoader`` is an error. The order of epoch ``e`` depends only on
+        ``(seed, e)``.
+      val_data: optional data (like ``train_data``) evaluated after every
+        epoch; its metrics appear as ``val_loss``/``val_accuracy``.
+      callbacks: your ``Callback`` objects, run after the built-in ones.
       check_finite: stop with ``NonFiniteError`` naming the epoch, step and
-        parameter when a loss or gradient is NaN/Inf. The hot path only checks
-        the per-step loss and, after each epoch, the parameters (a NaN gradient
-        poisons both); when either fails, the epoch is replayed from a copy of
-        its starting state with per-parameter checks to name the culprit.
+        parameter of a NaN/Inf (the ``FiniteCheck`` callback).
       checkpoint_dir: save the state after every epoch there (keep the last
-        ``keep``); with ``resume=True`` continue from the newest intact one.
-      config: JSON-able run configuration stored with each checkpoint.
-      progress: show a tqdm progress bar.
-      log: called with one summary line per epoch (``None`` for silence).
+        ``keep``; the ``Checkpoint`` callback); the folder is locked for the
+        run. With ``resume=True`` continue from its newest intact checkpoint.
+      config: JSON-able run configuration stored with each checkpoint; a
+        resume with a different one (other than more ``epochs``) is refused.
+      progress: show a tqdm progress bar (the ``ProgressBar`` callback).
+      log: called with one line per epoch (the ``EpochLog`` callback; ``None``
+        for silence).
 
     Returns:
       ``(state, history)``; ``history[i]`` has ``epoch``, ``train_loss``,
-      ``train_seconds`` (training only), ``seconds`` (with validation) and,
-      with ``val_data``, ``val_loss``/``val_accuracy``.
+      ``train_seconds`` (training only), ``seconds`` (with validation),
+      ``run`` (0 for the first process, +1 per resume), ``compile_seconds``
+      on an epoch that compiled, and the ``val_*`` metrics.
     """
-    if not isinstance(epochs, int) or epochs < 0:
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise ValueError(f"epochs: expected a non-negative int, got {epochs!r}")
-    log = log or (lambda _: None)
-    loader = train_data if isinstance(train_data, DataLoader) else DataLoader(
-        ArrayDataset(*_as_arrays(train_data, "train_data")), batch_size=batch_size,
-        shuffle=shuffle, seed=seed)
-    x, y = _as_arrays(loader.dataset, "train_data")
-    start_epoch, history = 0, []
-    if checkpoint_dir is not None:
-        from . import checkpoint
+    if seed is not None:
+        seed_int("seed", seed)
+    if batch_size is not None:
+        positive_int("batch_size", batch_size)
+    loader = _as_loader(train_data, "train_data", batch_size=batch_size, shuffle=shuffle,
+                        seed=seed)
+    val_loader = None if val_data is None else _as_loader(val_data, "val_data",
+                                                          defaults=(1000, False, 0))
+    keep = positive_int("keep", keep)
+    callbacks = [*_default_callbacks(check_finite, checkpoint_dir, keep, progress, log),
+                 *callbacks]
+    with contextlib.ExitStack() as stack:
+        start_epoch, history = 0, []
+        if checkpoint_dir is not None:
+            from . import checkpoint
 
-        checkpoint.check_new_run(checkpoint_dir, resume=resume)
-        if resume:
-            state, start_epoch, history, saved = checkpoint.resume_state(checkpoint_dir, state,
-                                                                         log=log)
-            _check_same_config(saved, config, checkpoint_dir)
-
-    if fast:
-        runner = make_epoch(apply, loss_fn, optimizer)
-        data = (jax.device_put(x), jax.device_put(y))
-    else:
-        runner = make_train_step(apply, loss_fn, optimizer)
-    compiled = None
-
-    bar = None
-    if progress and start_epoch < epochs:
-        from tqdm.auto import tqdm
-
-        total = epochs - start_epoch if fast else (epochs - start_epoch) * len(loader)
-        bar = tqdm(total=total, unit="epoch" if fast else "batch", leave=False)
-    try:
-        for epoch in range(start_epoch, epochs):
-            t0 = time.perf_counter()
-            indices, mask = loader.index_batches(epoch)
-            entry: dict[str, Any] = {"epoch": epoch + 1}
-            # The donated state is consumed; keep a copy to diagnose a NaN (cheap: once an epoch).
-            start = jax.tree.map(jnp.copy, state) if check_finite else None
-            if fast:
-                if compiled is None:
-                    compiled = runner.lower(state, data, indices, mask).compile()
-                    entry["compile_seconds"] = time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                state, metrics = compiled(state, data, indices, mask)
-                losses = np.asarray(metrics["loss"])
-            else:
-                state, losses = _host_epoch(runner, state, x, y, indices, mask, bar, epoch)
-            entry["train_seconds"] = time.perf_counter() - t0  # losses are on the host: done
-            if check_finite and not (np.isfinite(losses).all() and _all_finite(state.params)):
-                checked_step = make_train_step(apply, loss_fn, optimizer, check_finite=True,
-                                               donate=False)
-                _find_non_finite(checked_step, start, x, y, indices, mask, epoch + 1)
-            counts = mask.sum(axis=1)
-            entry["train_loss"] = float(np.sum(losses * counts) / np.sum(counts))
-            if val_data is not None:
-                val = evaluate(apply, state.params, val_data, loss_fn=loss_fn)
-                entry.update({f"val_{k}": v for k, v in val.items()})
-            entry["seconds"] = time.perf_counter() - t0
-            history.append(entry)
-            if checkpoint_dir is not None:
-                checkpoint.save(checkpoint_dir, state, step=epoch + 1, keep=keep,
-                                metadata={"epoch": epoch + 1, "history": history,
-                                          "config": config or {}})
-            if bar is None:
-                log(_epoch_line(entry, epochs))
-            else:
-                bar.update(1 if fast else 0)
-                bar.set_postfix(loss=f"{entry['train_loss']:.4f}")
-                with bar.external_write_mode():  # the line above the bar, not through it
-                    log(_epoch_line(entry, epochs))
-    finally:
-        if bar is not None:
-            bar.close()
+            lock = getattr(checkpoint, "lock", None)  # being added (issue 8)
+            if lock is not None:
+                stack.enter_context(lock(checkpoint_dir))
+            checkpoint.check_new_run(checkpoint_dir, resume=resume)
+            if resume:
+                state, start_epoch, history = _resume(checkpoint_dir, state, config,
+                                                      log or (lambda _: None))
+        run_index = 1 + max((e.get("run", 0) for e in history), default=-1)
+        run = cb.Run(apply, loss_fn, optimizer, loader, epochs, start_epoch, history, config)
+        runner = make_epoch_runner(apply, loss_fn, optimizer, loader)
+        started: list[cb.Callback] = []
+        try:
+            for c in callbacks:
+                c.on_train_begin(run)
+                started.append(c)
+            for epoch in range(start_epoch + 1, epochs + 1):
+                state, logs = _run_epoch(runner, run, callbacks, state, epoch, val_loader)
+                logs["run"] = run_index
+                history.append(logs)
+                stop = [c.on_epoch_end(run, epoch, state, logs) for c in callbacks]
+                if any(stop):
+                    break
+        finally:
+            for c in started:
+                c.on_train_end(run, state)
     return state, history
-
-
-def _host_batches(x, y, indices, mask):
-    """``(x, y, mask)`` batches of one epoch, gathered on the host from its index batches."""
-    for idx, m in zip(indices, mask, strict=True):
-        yield x[idx], y[idx], m
-
-
-def _check_same_config(saved: dict | None, config: dict | None, directory) -> None:
-    """A run resumes only with the configuration it started with (``epochs`` may grow)."""
-    if saved is None or config is None:
-        return
-    diff = {k: (saved.get(k), v) for k, v in config.items() if k != "epochs" and saved.get(k) != v}
-    if diff:
-        raise ValueError(f"resume: {directory} was written by a run with another configuration: "
-                         + ", ".join(f"{k} {a!r} (checkpoint) vs {b!r} (now)"
-                                     for k, (a, b) in diff.items()))
-
-
-def _host_epoch(step_fn, state, x, y, indices, mask, bar, epoch):
-    """One epoch of jitted steps driven from Python (the DataLoader path)."""
-    losses = []
-    running = 0.0
-    for i, batch in enumerate(_host_batches(x, y, indices, mask)):
-        state, metrics = step_fn(state, batch)
-        losses.append(metrics["loss"])
-        if bar is not None:
-            if i % 10 == 0 or i == indices.shape[0] - 1:
-                running = float(np.mean(np.asarray(losses[-10:])))
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{running:.4f}", refresh=False)
-    return state, np.asarray(jnp.stack(losses))
-
-
-def _epoch_line(entry: dict, epochs: int) -> str:
-    parts = [f"epoch {entry['epoch']}/{epochs}", f"train_loss {entry['train_loss']:.4f}"]
-    if "val_loss" in entry:
-        parts.append(f"val_loss {entry['val_loss']:.4f}")
-    if "val_accuracy" in entry:
-        parts.append(f"val_accuracy {entry['val_accuracy']:.4f}")
-    parts.append(f"{entry['seconds']:.2f}s")
-    return "  ".join(parts)

@@ -1,0 +1,264 @@
+"""Callbacks: what ``fit`` does around each epoch, as small objects you can add or replace.
+
+The protocol (Keras's, smaller). Subclass ``Callback`` and override any hook;
+each receives the ``Run`` (what is being trained, on what data):
+
+* ``on_train_begin(run)`` — before the first epoch (after a resume).
+* ``on_epoch_begin(run, epoch, state)`` — ``epoch`` counts from 1.
+* ``on_batch_end(run, batch, loss)`` — only when batches are stepped from
+  Python (a per-example ``Dataset``); an array dataset runs each epoch as
+  one compiled scan and has no per-batch hook.
+* ``on_epoch_end(run, epoch, state, logs) -> bool | None`` — ``logs`` is the
+  epoch's history entry (``train_loss``, ``val_loss``, ``val_accuracy``,
+  timings…); return ``True`` to stop training after this epoch.
+* ``on_train_end(run, state)`` — always, also when training stops with an error.
+
+``fit`` builds the usual ones from its arguments (``check_finite`` →
+``FiniteCheck``, ``checkpoint_dir`` → ``Checkpoint``, ``progress`` →
+``ProgressBar``, ``log`` → ``EpochLog``) and runs yours after them.
+
+>>> class PrintLoss(Callback):
+...     def on_epoch_end(self, run, epoch, state, logs):
+...         print(f"epoch {epoch}: {logs['train_loss']:.3f}")
+>>> stop = EarlyStopping(monitor="val_loss", patience=2)
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._checks import non_negative_int, positive_int
+
+__all__ = [
+    "Callback",
+    "Checkpoint",
+    "EarlyStopping",
+    "EpochLog",
+    "FiniteCheck",
+    "NonFiniteError",
+    "ProgressBar",
+    "Run",
+]
+
+
+@dataclass
+class Run:
+    """What ``fit`` is training: passed to every callback hook.
+
+    Attributes:
+      apply, loss_fn, optimizer: as given to ``fit``.
+      loader: the training ``DataLoader``.
+      epochs: the epoch ``fit`` stops after (counting from 1).
+      start_epoch: epochs already done before this call (> 0 after a resume).
+      history: the per-epoch entries so far (including resumed ones).
+      config: the run's JSON-able configuration (saved with checkpoints).
+    """
+
+    apply: Callable
+    loss_fn: Callable
+    optimizer: Any
+    loader: Any
+    epochs: int
+    start_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    config: dict | None = None
+
+
+class Callback:
+    """Base class: every hook does nothing. See the module docstring for the protocol."""
+
+    def on_train_begin(self, run: Run) -> None:
+        pass
+
+    def on_epoch_begin(self, run: Run, epoch: int, state) -> None:
+        pass
+
+    def on_batch_end(self, run: Run, batch: int, loss: jax.Array) -> None:
+        pass
+
+    def on_epoch_end(self, run: Run, epoch: int, state, logs: dict) -> bool | None:
+        return None
+
+    def on_train_end(self, run: Run, state) -> None:
+        pass
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced a NaN or Inf; ``epoch``, ``step`` and ``names`` say where."""
+
+    def __init__(self, epoch: int, step: int, names: list[str]):
+        self.epoch, self.step, self.names = epoch, step, names
+        super().__init__(f"non-finite values at epoch {epoch}, step {step} of that epoch: "
+                         f"{', '.join(names)}; the last checkpoint (if any) is kept")
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.bool_(True)
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
+
+
+class FiniteCheck(Callback):
+    """Stop with ``NonFiniteError`` naming the epoch, step and parameter of a NaN/Inf.
+
+    The hot path pays little: the epoch's mean loss and, once per epoch, the
+    parameters are checked (a NaN gradient poisons both). Only when a check
+    fails is the epoch replayed from a copy of its starting state with a
+    per-parameter check every step, to name the first culprit. Put it before
+    ``Checkpoint`` so that a poisoned state is never saved (``fit`` does).
+    """
+
+    def __init__(self):
+        self._start = None
+
+    def on_epoch_begin(self, run, epoch, state):
+        # The train step donates (consumes) the state: keep a copy to replay from.
+        self._start = jax.tree.map(jnp.copy, state)
+
+    def on_epoch_end(self, run, epoch, state, logs):
+        if math.isfinite(logs["train_loss"]) and bool(_all_finite(state.params)):
+            return None
+        from .train import _named_non_finite, make_train_step
+
+        step = make_train_step(run.apply, run.loss_fn, run.optimizer, check_finite=True,
+                               donate=False)
+        names = []
+        replay = self._start
+        for i, batch in enumerate(run.loader.iter_epoch(epoch - 1, pad_last=True)):
+            replay, metrics = step(replay, batch)
+            names = _named_non_finite(np.asarray(metrics["finite"]), self._start.params)
+            if names:
+                raise NonFiniteError(epoch, i, names)
+        raise NonFiniteError(epoch, len(run.loader) - 1, ["parameters after the epoch"])
+
+
+class Checkpoint(Callback):
+    """Save the full ``TrainState`` after every epoch (``torch.save`` of everything).
+
+    Each checkpoint also holds the epoch, the history and ``run.config``, so
+    ``fit(..., resume=True)`` continues exactly. Keeps the newest ``keep``.
+    """
+
+    def __init__(self, directory, *, keep: int = 3):
+        self.directory = directory
+        self.keep = positive_int("keep", keep)
+
+    def on_epoch_end(self, run, epoch, state, logs):
+        from . import checkpoint
+
+        checkpoint.save(self.directory, state, step=epoch, keep=self.keep,
+                        metadata={"epoch": epoch, "history": run.history,
+                                  "config": run.config or {}})
+
+
+def _write_line(log: Callable[[str], Any], line: str) -> None:
+    """Print above any tqdm bar instead of through it."""
+    tqdm_module = sys.modules.get("tqdm.auto") or sys.modules.get("tqdm")
+    if tqdm_module is None:
+        log(line)
+        return
+    with tqdm_module.tqdm.external_write_mode():
+        log(line)
+
+
+def format_epoch(logs: dict, epochs: int) -> str:
+    """``epoch 2/5  train_loss 0.1234  val_loss …  val_accuracy …  1.23s``."""
+    parts = [f"epoch {logs['epoch']}/{epochs}", f"train_loss {logs['train_loss']:.4f}"]
+    parts += [f"{k} {v:.4f}" for k, v in logs.items()
+              if k.startswith("val_") and isinstance(v, float)]
+    parts.append(f"{logs['seconds']:.2f}s")
+    return "  ".join(parts)
+
+
+class EpochLog(Callback):
+    """One line per epoch: losses, validation metrics and time, through ``log``."""
+
+    def __init__(self, log: Callable[[str], Any] = print):
+        self.log = log
+
+    def on_epoch_end(self, run, epoch, state, logs):
+        _write_line(self.log, format_epoch(logs, run.epochs))
+
+
+class ProgressBar(Callback):
+    """A tqdm bar: per epoch for array datasets (one compiled scan per epoch), per
+    batch with the running loss for per-example datasets."""
+
+    def __init__(self):
+        self.bar = None
+        self._losses: list = []
+
+    def on_train_begin(self, run):
+        from tqdm.auto import tqdm
+
+        self._per_batch = run.loader.arrays is None
+        remaining = run.epochs - run.start_epoch
+        total = remaining * len(run.loader) if self._per_batch else remaining
+        self.bar = tqdm(total=total, unit="batch" if self._per_batch else "epoch", leave=False)
+
+    def on_batch_end(self, run, batch, loss):
+        self._losses.append(loss)
+        if batch % 10 == 0:
+            recent = float(np.mean(np.asarray(jnp.stack(self._losses[-10:]))))
+            self.bar.set_postfix(loss=f"{recent:.4f}", refresh=False)
+        self.bar.update(1)
+
+    def on_epoch_end(self, run, epoch, state, logs):
+        self._losses = []
+        if not self._per_batch:
+            self.bar.update(1)
+        self.bar.set_postfix(epoch=epoch, loss=f"{logs['train_loss']:.4f}")
+
+    def on_train_end(self, run, state):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs.
+
+    Args:
+      monitor: a key of the epoch logs, e.g. ``"val_loss"`` or ``"val_accuracy"``.
+      patience: epochs without improvement to wait, >= 0.
+      min_delta: the smallest change that counts as an improvement.
+      mode: ``"min"``, ``"max"``, or ``"auto"`` (max for names with
+        "accuracy", else min).
+    """
+
+    def __init__(self, monitor: str = "val_loss", *, patience: int = 3, min_delta: float = 0.0,
+                 mode: str = "auto"):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode: expected 'auto', 'min' or 'max', got {mode!r}")
+        self.monitor = monitor
+        self.patience = non_negative_int("patience", patience)
+        self.min_delta = abs(float(min_delta))
+        self.mode = ("max" if "acc" in monitor else "min") if mode == "auto" else mode
+        self.best: float | None = None
+        self.wait = 0
+        self.stopped_epoch: int | None = None
+
+    def on_epoch_end(self, run, epoch, state, logs):
+        if self.monitor not in logs:
+            raise KeyError(f"EarlyStopping: monitor {self.monitor!r} is not in the epoch logs "
+                           f"{sorted(logs)} (pass val_data to fit for val_* metrics)")
+        value = float(logs[self.monitor])
+        sign = 1.0 if self.mode == "min" else -1.0
+        if self.best is None or sign * (self.best - value) > self.min_delta:
+            self.best, self.wait = value, 0
+            return None
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = epoch
+            return True
+        return None
