@@ -1,11 +1,20 @@
-"""MNIST and other IDX datasets as numpy arrays, verified.
+"""MNIST and other IDX datasets as numpy arrays, read with bounded memory.
 
-``load_mnist`` reads the four original IDX files (``.gz`` or uncompressed)
-from, in order: the ``data_dir`` argument, ``$JAXNET_DATA_DIR``, or
-``~/.cache/jaxnet/mnist``. Missing files are downloaded from the mirror that
-tensorflow-datasets uses and every file's *decompressed* content is checked
-against its known sha256. ``load_idx`` reads any dataset in the same layout
-(Fashion-MNIST, KMNIST…) without checksums.
+``load_mnist`` reads the four IDX files of MNIST's layout
+(``train-images-idx3-ubyte(.gz)`` and friends). With ``data_dir`` it reads
+that folder as given: any dataset in this layout (Fashion-MNIST, KMNIST…)
+works, with a one-line note when the files are not the official MNIST ones.
+Without it, it uses jaxnet's own data folder (``$JAXNET_DATA_DIR`` or
+``~/.cache/jaxnet/mnist``), whose files must be the official MNIST files.
+Missing files are downloaded from the mirror that tensorflow-datasets uses,
+and every downloaded file is checked against the known sha256 of its
+*decompressed* content. jaxnet creates nothing in a folder you name unless it
+downloads a missing file into it, and never creates that folder.
+
+Reading is bounded: a file must be a regular file; its IDX header says how
+many bytes follow, and at most that many (plus one, to detect trailing data)
+are ever decompressed, so a small ``.gz`` that expands to gigabytes is
+refused early. ``load_idx`` reads the same layout with any image size.
 
 >>> import os
 >>> images, labels = load_mnist("test")  # doctest: +SKIP
@@ -17,13 +26,22 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
+import math
 import os
+import stat
+import tempfile
 import urllib.request
+import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 __all__ = ["MNIST_MIRROR", "default_data_dir", "load_idx", "load_mnist", "to_float"]
+
+logger = logging.getLogger(__name__)
 
 MNIST_MIRROR = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 
@@ -38,13 +56,24 @@ _SHA256 = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
-_SIZES = {"train": 60000, "test": 10000}
+_CHUNK = 1 << 20
+_GZIP_MAX_RATIO = 1032  # deflate never expands one byte into more than ~1032
+_MAX_DOWNLOAD = 64 << 20  # the largest official .gz is 9.9 MB
 
 
 def default_data_dir() -> Path:
-    """``$JAXNET_DATA_DIR`` if set, else ``~/.cache/jaxnet/mnist``."""
+    """jaxnet's own data folder: ``$JAXNET_DATA_DIR`` if set, else ``~/.cache/jaxnet/mnist``."""
     env = os.environ.get("JAXNET_DATA_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "jaxnet" / "mnist"
+
+
+def max_idx_bytes() -> int:
+    """The most data bytes one IDX file may declare: half this machine's memory, at most 16 GiB."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 4 << 30
+    return min(16 << 30, memory // 2) if memory > 0 else 4 << 30
 
 
 def _check_split(split: str) -> str:
@@ -53,61 +82,140 @@ def _check_split(split: str) -> str:
     return split
 
 
+def _folder(directory, name: str) -> tuple[Path, str]:
+    """``(path, the path as given)`` of an existing folder the user named; creates nothing."""
+    shown = os.fsdecode(os.fspath(directory))
+    path = Path(os.path.expanduser(shown))
+    if not path.exists():
+        raise FileNotFoundError(f"{name}: {shown} does not exist; expected a folder holding the "
+                                f"four IDX files of MNIST's layout")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{name}: {shown} is not a folder")
+    return path, shown
+
+
 def _find(directory: Path, name: str) -> Path | None:
+    """``name.gz`` or ``name`` if either entry exists (whatever it is: checked when read)."""
     for candidate in (directory / f"{name}.gz", directory / name):
-        if candidate.is_file():
+        if os.path.lexists(candidate):
             return candidate
     return None
 
 
-def _read(path: Path) -> bytes:
+def _read_exact(stream, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _read_idx(path: Path, shown: str, ndim: int, *,
+              compressed: bool | None = None) -> tuple[np.ndarray, str]:
+    """Parse an IDX file (magic ``0x0000 08 ndim``, uint8, big-endian dims, then the data).
+
+    Returns ``(array, sha256 of the decompressed bytes)``. Never blocks on a
+    FIFO, never decompresses more than the header declares plus one byte.
+    """
+    compressed = path.name.endswith(".gz") if compressed is None else compressed
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise ValueError(f"{path}: cannot be read as an IDX file ({type(e).__name__}: {e}); "
-                         f"delete it and provide it again") from None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise ValueError(f"{shown}: cannot be read ({e.strerror or e})") from None
+    with open(fd, "rb", closefd=True) as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{shown}: not a regular file (a FIFO, device or folder); expected "
+                             f"an IDX file")
+        stream = gzip.GzipFile(fileobj=f, mode="rb") if compressed else f
+        header_size = 4 + 4 * ndim
+        try:
+            header = _read_exact(stream, header_size)
+            if len(header) < header_size:
+                raise ValueError(f"{shown}: truncated IDX header: {len(header)} bytes, expected "
+                                 f"at least {header_size}")
+            magic = int.from_bytes(header[:4], "big")
+            if magic != 0x0800 + ndim:
+                raise ValueError(f"{shown}: bad magic number {magic}, expected {0x0800 + ndim} "
+                                 f"(uint8 IDX with {ndim} dimension(s)); is it the right file?")
+            dims = tuple(int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big")
+                         for i in range(ndim))
+            size = math.prod(dims)
+            limit = max_idx_bytes()
+            if size > limit:
+                raise ValueError(f"{shown}: its header declares dimensions {dims}, {size} bytes: "
+                                 f"more than the {limit} jaxnet reads (half this machine's "
+                                 f"memory); refusing to read it")
+            if not compressed and st.st_size - header_size != size:
+                raise ValueError(f"{shown}: {st.st_size - header_size} data bytes after the "
+                                 f"header, expected {size} for dimensions {dims} (truncated or "
+                                 f"padded file)")
+            if compressed and size > st.st_size * _GZIP_MAX_RATIO + (1 << 16):
+                raise ValueError(f"{shown}: its header declares {size} bytes for dimensions "
+                                 f"{dims}, more than its {st.st_size} compressed bytes can hold "
+                                 f"(truncated file)")
+            buf = bytearray(size)
+            view, got = memoryview(buf), 0
+            while got < size:
+                n = stream.readinto(view[got:got + _CHUNK])
+                if not n:
+                    break
+                got += n
+            if got < size:
+                raise ValueError(f"{shown}: {got} data bytes after the header, expected {size} "
+                                 f"for dimensions {dims} (truncated or padded file)")
+            if stream.read(1):
+                raise ValueError(f"{shown}: more data than the {size} bytes its header declares "
+                                 f"for dimensions {dims} (padded file, or not an IDX file); "
+                                 f"stopped reading")
+        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+            raise ValueError(f"{shown}: cannot be read as an IDX file ({type(e).__name__}: "
+                             f"{e})") from None
+    digest = hashlib.sha256(header)
+    digest.update(buf)
+    return np.frombuffer(buf, dtype=np.uint8).reshape(dims), digest.hexdigest()
 
 
-def _parse_idx(data: bytes, path: Path, ndim: int, expected_n: int | None = None) -> np.ndarray:
-    """Parse IDX bytes: magic ``0x0000 08 ndim`` (uint8), big-endian dims, then the data."""
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX header: {len(data)} bytes, expected at least "
-                         f"{header}")
-    magic = int.from_bytes(data[:4], "big")
-    expected_magic = 0x0800 + ndim
-    if magic != expected_magic:
-        raise ValueError(f"{path}: bad magic number {magic}, expected {expected_magic} "
-                         f"(uint8 IDX with {ndim} dimension(s)); is it the right file?")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    if expected_n is not None and dims[0] != expected_n:
-        raise ValueError(f"{path}: holds {dims[0]} items, expected {expected_n}")
-    size = int(np.prod(dims))
-    if len(data) - header != size:
-        raise ValueError(f"{path}: {len(data) - header} data bytes after the header, expected "
-                         f"{size} for dimensions {dims} (truncated or padded file)")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+def _load_pair(directory: Path, shown: str, split: str, *, official: str,
+               log: Callable[[str], Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Read a split's images and labels.
 
-
-def _load_pair(directory: Path, split: str, verify: bool) -> tuple[np.ndarray, np.ndarray]:
-    image_name, label_name = _FILES[split]
-    arrays = []
-    for name, ndim in ((image_name, 3), (label_name, 1)):
+    ``official``: ``"require"`` (jaxnet's own folder: must be the official
+    files), ``"note"`` (a folder the user named: MNIST's layout, any content,
+    noted once when not official) or ``"ignore"`` (``load_idx``: any IDX).
+    """
+    arrays, unofficial = [], []
+    for name, ndim in zip(_FILES[split], (3, 1), strict=True):
         path = _find(directory, name)
         if path is None:
-            raise FileNotFoundError(f"{directory}: missing {name}(.gz)")
-        data = _read(path)
-        if verify and hashlib.sha256(data).hexdigest() != _SHA256[name]:
-            raise ValueError(f"{path}: sha256 of its decompressed content does not match the "
-                             f"official MNIST file {name}; delete it to download it again")
-        arrays.append(_parse_idx(data, path, ndim, _SIZES[split] if verify else None))
+            raise FileNotFoundError(f"{shown}: missing {name}(.gz)")
+        shown_file = os.path.join(shown, path.name)
+        array, digest = _read_idx(path, shown_file, ndim)
+        if official != "ignore" and digest != _SHA256[name]:
+            if official == "require":
+                raise ValueError(
+                    f"{shown_file}: not the official MNIST file {name} (the sha256 of its "
+                    f"decompressed content differs), in jaxnet's data folder; pass its folder "
+                    f"as data_dir (CLI: --data-dir) to use it as it is, or move it away so "
+                    f"that jaxnet downloads the official file")
+            unofficial.append(path.name)
+        arrays.append(array)
     images, labels = arrays
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{directory}: {images.shape[0]} images but {labels.shape[0]} labels "
+        raise ValueError(f"{shown}: {images.shape[0]} images but {labels.shape[0]} labels "
                          f"for split {split!r}")
+    if official != "ignore":
+        if images.shape[1:] != (28, 28):
+            raise ValueError(f"{shown}: holds {images.shape[1]}x{images.shape[2]} images; MNIST's "
+                             f"layout has 28x28 (load_idx reads any size)")
+        if labels.size and int(labels.max()) > 9:
+            raise ValueError(f"{shown}: holds label {int(labels.max())}; MNIST's layout has the "
+                             f"10 classes 0-9")
+    if unofficial:
+        log(f"note: {shown} holds IDX files other than the official MNIST ones "
+            f"({', '.join(unofficial)}); using them as given")
     return images, labels.astype(np.int32)
 
 
@@ -121,35 +229,67 @@ def load_idx(directory, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     Returns:
       ``(images uint8 (N, H, W), labels int32 (N,))`` in file order.
     """
-    return _load_pair(Path(directory), _check_split(split), verify=False)
+    split = _check_split(split)
+    path, shown = _folder(directory, "directory")
+    return _load_pair(path, shown, split, official="ignore", log=logger.warning)
 
 
 def _download(directory: Path, names: list[str]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    """Download ``names`` into ``directory``: streamed with a size cap, verified, then linked
+    into place (never replacing a file that appeared meanwhile); no partial file is left."""
     for name in names:
         url = f"{MNIST_MIRROR}{name}.gz"
         target = directory / f"{name}.gz"
-        tmp = target.with_name(target.name + f".part-{os.getpid()}")
-        print(f"downloading {url}")
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
-            f.write(response.read())
-        if hashlib.sha256(gzip.decompress(tmp.read_bytes())).hexdigest() != _SHA256[name]:
-            tmp.unlink()
-            raise ValueError(f"{url}: downloaded content does not match the known sha256")
-        os.replace(tmp, target)
+        print(f"downloading {url}", flush=True)
+        with urllib.request.urlopen(url, timeout=60) as response:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.gz.", suffix=".jaxnet-download",
+                                       dir=directory)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    total = 0
+                    while chunk := response.read(_CHUNK):
+                        total += len(chunk)
+                        if total > _MAX_DOWNLOAD:
+                            raise ValueError(f"{url}: larger than {_MAX_DOWNLOAD} bytes; not "
+                                             f"the MNIST file")
+                        f.write(chunk)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        try:
+            _, digest = _read_idx(Path(tmp), url, 3 if "images" in name else 1, compressed=True)
+            if digest != _SHA256[name]:
+                raise ValueError(f"{url}: downloaded content does not match the known sha256")
+            os.chmod(tmp, 0o644)
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                pass  # another process downloaded it meanwhile: keep that one
+            except OSError:  # no hard links on this file system
+                if not os.path.lexists(target):
+                    os.replace(tmp, target)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)  # ours, from mkstemp
 
 
-def load_mnist(split: str = "train", data_dir=None,
-               source: str = "idx") -> tuple[np.ndarray, np.ndarray]:
-    """MNIST images and labels as numpy arrays.
+def load_mnist(split: str = "train", data_dir=None, source: str = "idx", *,
+               log: Callable[[str], Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST (or any dataset in MNIST's layout) as numpy arrays.
 
     Args:
-      split: ``"train"`` (60,000) or ``"test"`` (10,000).
-      data_dir: folder of the four IDX files; default ``$JAXNET_DATA_DIR`` or
-        ``~/.cache/jaxnet/mnist`` (missing files are downloaded there).
+      split: ``"train"`` (60,000 for MNIST) or ``"test"`` (10,000).
+      data_dir: an existing folder of the four IDX files, read as given (files
+        missing there are downloaded into it); default: jaxnet's own data
+        folder (``$JAXNET_DATA_DIR`` or ``~/.cache/jaxnet/mnist``, created and
+        filled by download), whose files must be the official ones.
       source: ``"idx"`` (default, numpy only) or ``"tfds"`` (tensorflow-datasets,
         extra ``jaxnet[tfds]``; prepared offline from the same IDX files when
         ``data_dir`` holds them; its order differs from the files').
+      log: where the one-line note about non-official files goes (default: a
+        ``logging`` warning of ``jaxnet.datasets``).
 
     Returns:
       ``(images uint8 (N, 28, 28), labels int32 (N,))``, in the original file
@@ -158,7 +298,12 @@ def load_mnist(split: str = "train", data_dir=None,
     split = _check_split(split)
     if source not in ("idx", "tfds"):
         raise ValueError(f"source: expected 'idx' or 'tfds', got {source!r}")
-    directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    own = data_dir is None
+    if own:
+        directory = default_data_dir()
+        shown = str(directory)
+    else:
+        directory, shown = _folder(data_dir, "data_dir")
     if source == "tfds":
         from ._tfds import load_mnist_tfds
 
@@ -166,15 +311,18 @@ def load_mnist(split: str = "train", data_dir=None,
     missing = [n for n in _FILES[split] if _find(directory, n) is None]
     if missing:
         try:
+            if own:
+                directory.mkdir(parents=True, exist_ok=True)
             _download(directory, missing)
         except OSError as e:
             raise FileNotFoundError(
                 f"MNIST files missing: {', '.join(m + '.gz' for m in missing)} were not found "
-                f"in {directory} and could not be downloaded from {MNIST_MIRROR} ({e}). "
+                f"in {shown} and could not be downloaded from {MNIST_MIRROR} ({e}). "
                 f"Copy the four original IDX files into that folder, or pass data_dir= "
                 f"(CLI: --data-dir) or set JAXNET_DATA_DIR to a folder that has them."
             ) from None
-    return _load_pair(directory, split, verify=True)
+    return _load_pair(directory, shown, split, official="require" if own else "note",
+                      log=log or logger.warning)
 
 
 def to_float(images: np.ndarray, mean: float = 0.5, std: float = 0.5, *,

@@ -63,11 +63,27 @@ def test_truncated_file_names_file_and_problem(tmp_path, mnist_path):
     data = gzip.decompress((tmp_path / "t10k-labels-idx1-ubyte.gz").read_bytes())
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(data[:5000])
-    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte: sha256 .* does not match"):
-        datasets.load_mnist("test", tmp_path)
-    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte: 4992 data bytes .*"
-                                         r"expected 10000"):
-        datasets.load_idx(tmp_path, "test")
+    for load in (datasets.load_mnist, datasets.load_idx):
+        with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte: 4992 data bytes .*"
+                                             r"expected 10000"):
+            load(tmp_path, "test") if load is datasets.load_idx else load("test", tmp_path)
+
+
+def test_jaxnet_data_folder_must_hold_the_official_files(tmp_path, mnist_path, monkeypatch):
+    """Without data_dir, jaxnet's own folder is verified by sha256 (a damaged download)."""
+    monkeypatch.setenv("JAXNET_DATA_DIR", str(tmp_path))
+    _copy_test_split(mnist_path, tmp_path)
+    data = bytearray(gzip.decompress((tmp_path / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    data[100] = (data[100] + 1) % 10  # a valid IDX file, one label changed
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(data)))
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz: not the official MNIST "
+                                         r"file .* sha256 .* move it away"):
+        datasets.load_mnist("test")
+    notes = []  # the same folder named as data_dir: read as given, with a one-line note
+    images, labels = datasets.load_mnist("test", tmp_path, log=notes.append)
+    assert labels[100] == data[108] and images.shape == (10000, 28, 28)
+    assert len(notes) == 1 and notes[0].startswith("note: ")
+    assert "t10k-labels-idx1-ubyte.gz" in notes[0]
 
 
 def test_corrupt_gzip_and_bad_magic(tmp_path, mnist_path):
@@ -101,8 +117,9 @@ def test_download_verifies_and_installs_atomically(tmp_path, mnist_path, monkeyp
         def __init__(self, path):
             self.data = path.read_bytes()
 
-        def read(self):
-            return self.data
+        def read(self, n=-1):
+            out, self.data = (self.data, b"") if n < 0 else (self.data[:n], self.data[n:])
+            return out
 
         def __enter__(self):
             return self
@@ -115,7 +132,8 @@ def test_download_verifies_and_installs_atomically(tmp_path, mnist_path, monkeyp
         return Response(mnist_path / served[-1])
 
     monkeypatch.setattr(datasets.urllib.request, "urlopen", fake_urlopen)
-    images, labels = datasets.load_mnist("test", tmp_path / "cache")
+    monkeypatch.setenv("JAXNET_DATA_DIR", str(tmp_path / "cache"))  # jaxnet's own folder
+    images, labels = datasets.load_mnist("test")
     assert served == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
     assert images.shape == (10000, 28, 28)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == served
