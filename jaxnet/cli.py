@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow --json/--plot to replace existing files")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
+    _add_convert_parser(commands)
     return parser
 
 
@@ -165,9 +166,83 @@ def _train_mnist(args, parser) -> int:
     return 0
 
 
+_CONFIG_FLAGS = ("recipe", "hidden", "epochs", "batch_size", "optimizer", "lr", "momentum",
+                 "schedule", "seed")
+
+
+def _add_convert_parser(commands) -> None:
+    """``jaxnet convert SOURCE --to DESTINATION``: PyTorch state dicts <-> checkpoints."""
+    p = commands.add_parser(
+        "convert", help="a PyTorch state dict to a jaxnet checkpoint, and back",
+        description="Convert the MNIST MLP between a PyTorch state dict (.pt/.pth/.bin, read "
+        "only with torch.load(weights_only=True); or .safetensors, no PyTorch needed) and a "
+        "jaxnet train mnist checkpoint folder. A converted checkpoint has the weights and a "
+        "fresh optimizer state (a state dict holds none) at epoch --trained-epochs: resume it "
+        "with jaxnet train mnist --checkpoint-dir DIR --resume and the same settings.")
+    p.add_argument("source", help="model.pt|.pth|.bin|.safetensors, or a checkpoint folder")
+    p.add_argument("--to", dest="destination", required=True, metavar="DESTINATION",
+                   help="a new or empty checkpoint folder, or a .safetensors/.pt file")
+    g = p.add_argument_group("the model and its training settings (as for jaxnet train mnist; "
+                             "from a checkpoint they are read from its saved config)")
+    g.add_argument("--recipe", choices=["default", "course"],
+                   help="default: logits; course: log-softmax output (NLL loss)")
+    g.add_argument("--hidden", type=_hidden, help="hidden layer sizes, e.g. 512,256")
+    g.add_argument("--epochs", type=_positive(int))
+    g.add_argument("--batch-size", type=_positive(int))
+    g.add_argument("--optimizer", choices=["adam", "sgd"])
+    g.add_argument("--lr", type=_positive(float))
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--schedule", choices=["constant", "warmup_cosine"])
+    g.add_argument("--seed", type=int)
+    p.add_argument("--trained-epochs", type=int, default=0, metavar="N",
+                   help="record the weights as N epochs trained (0): --resume with --epochs N "
+                   "then only evaluates them")
+    p.add_argument("--step", type=int, help="which checkpoint of a folder (default newest)")
+    p.add_argument("--key", help="the state dict's entry in a .pt training checkpoint dict, "
+                   "e.g. model_state_dict")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --to file")
+
+
+def _convert(args) -> int:
+    from . import interop
+    from .checkpoint import CheckpointError
+
+    given = [f for f in _CONFIG_FLAGS if getattr(args, f) is not None]
+    try:
+        config = None
+        if given:
+            from .mnist import RECIPES
+
+            config = RECIPES[args.recipe or "default"].with_updates(
+                **{f: getattr(args, f) for f in given if f != "recipe"})
+        result = interop.convert(args.source, args.destination, config=config,
+                                 trained_epochs=args.trained_epochs, step=args.step,
+                                 key=args.key, overwrite=args.overwrite)
+    except (CheckpointError, OSError, ValueError, ImportError) as e:
+        # One line, no traceback: these are the user's to fix, and the message says how.
+        print(f"jaxnet: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("jaxnet: interrupted", file=sys.stderr)
+        return 130
+    what = f"{result['arrays']} arrays, {result['params']:,} values"
+    if result["config"] is not None:
+        what = f"MLP 784-{'-'.join(map(str, result['config'].hidden))}-10, {what}"
+    print(f"converted {args.source} -> {args.destination} ({what})")
+    if result["direction"] == "file->checkpoint":
+        flags = [f"--{f.replace('_', '-')} "
+                 + (",".join(map(str, v)) if isinstance(v := getattr(args, f), tuple) else str(v))
+                 for f in given]
+        print(f"epoch {result['epoch']}, fresh optimizer state; continue with: jaxnet train "
+              f"mnist --checkpoint-dir {args.destination} --resume {' '.join(flags)}".rstrip())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "convert":
+        return _convert(args)
     _check_outputs(args, parser)
     from .checkpoint import CheckpointError
     from .train import NonFiniteError
