@@ -9,6 +9,7 @@ is fetched at build time or by the built pages: no intersphinx, no remote
 images, fonts, math renderer or analytics.
 """
 
+import inspect
 import os
 import sys
 import tempfile
@@ -90,6 +91,7 @@ myst_heading_anchors = 3
 # --- autodoc ------------------------------------------------------------------
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented"   # types beside the Args: entries
 autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True
 autodoc_default_options = {"members": True, "show-inheritance": True}
@@ -140,6 +142,27 @@ def _note_reexports(app, what, name, obj, options, lines):
         lines[:0] = [f"Re-exported from ``{module}.{qualname}``.", ""]
 
 
+# Flax NNX modules are built by a metaclass whose __call__(*args, **kwargs)
+# autodoc would show as every layer's signature; show the __init__ arguments.
+def _init_signature(app, what, name, obj, options, signature, return_annotation):
+    if what not in ("class", "exception") or not isinstance(obj, type):
+        return None
+    if type(obj).__call__ is type.__call__:
+        return None
+    init = next((klass.__dict__["__init__"] for klass in obj.__mro__
+                 if "__init__" in klass.__dict__), object.__init__)
+    if init is object.__init__:
+        return "()", None
+    try:
+        sig = inspect.signature(init)
+    except (TypeError, ValueError):
+        return None
+    params = [p.replace(annotation=inspect.Parameter.empty)
+              for p in list(sig.parameters.values())[1:]]
+    return str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty)), None
+
+
 def setup(app):
     app.connect("autodoc-skip-member", _skip_foreign_members)
     app.connect("autodoc-process-docstring", _note_reexports)
+    app.connect("autodoc-process-signature", _init_signature)
