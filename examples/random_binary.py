@@ -32,13 +32,14 @@ def main(argv=None):
 
     # The course's model ends in LogSoftmax and trains with NLLLoss.
     model = nn.MLP(10, [16], 2, output_activation="log_softmax", rngs=args.seed)
-    apply, params = nn.functional(model)
+    apply, params, model_state = nn.functional(model)
     optimizer = optax.adam(args.lr)
-    state = TrainState.create(params, optimizer, seed=args.seed)
+    state = TrainState.create(params, optimizer, model_state=model_state, seed=args.seed)
     state, history = fit(state, apply, losses.nll_loss, optimizer, train_set,
                          epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                          progress=False)
-    test = evaluate(apply, state.params, test_set, loss_fn=losses.nll_loss)
+    # evaluate runs the model in evaluation mode (model.eval() + torch.no_grad()).
+    test = evaluate(apply, state, test_set, loss_fn=losses.nll_loss)
     print(f"test loss: {test['loss']:.4f}")
     print(f"test accuracy: {test['accuracy']:.4f}")
     print("note: the labels are random, so a test accuracy near 0.5 is expected")
