@@ -257,8 +257,9 @@ class DataLoader:
             if not pad:
                 return data
             if not isinstance(data, tuple):
-                raise TypeError(f"pad_last: batches must be tuples to carry a mask, got "
-                                f"{type(data).__name__} (from collate_fn)")
+                raise TypeError(f"pad_last: batches must be tuples such as (x, y) to carry a "
+                                f"mask, got {type(data).__name__}; return a tuple from "
+                                f"__getitem__ (or from collate_fn)")
             return (*data, mask[i])
 
         if self.num_workers == 0:

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from . import datasets, losses, nn

@@ -693,7 +693,8 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float
                      shapes.get(rows_by_path[path], "--"), count))
     header = ("Layer", "Type", "Output shape", "Params")
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(4)]
-    fmt = "{:<%d}  {:<%d}  {:<%d}  {:>%d}" % tuple(widths)
+    w0, w1, w2, w3 = widths
+    fmt = f"{{:<{w0}}}  {{:<{w1}}}  {{:<{w2}}}  {{:>{w3}}}"
     rule = "-" * (sum(widths) + 6)
     n_state = int(sum(np.size(x) for x in jax.tree.leaves(state)))
     lines = [f"{type(model).__name__} (input {tuple(input_shape)})", rule, fmt.format(*header),

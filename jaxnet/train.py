@@ -335,8 +335,9 @@ def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
       apply: pure model function (``nn.functional(model).apply``).
       params: model parameters, or a ``TrainState`` (then its ``params`` and
         ``model_state`` are used).
-      data: ``(x, y)`` arrays, a ``Dataset`` or a ``DataLoader`` (its order and
-        batch size are used; arrays are padded and masked, never dropped).
+      data: ``(x, y)`` arrays, a ``Dataset`` or a ``DataLoader`` (its order,
+        batch size and ``drop_last`` are used; a partial last batch is padded
+        and masked, never dropped otherwise).
       model_state: the model's non-parameter state (BatchNorm statistics).
       loss_fn: optional loss (``reduction=`` and ``mask=`` keywords); its mean
         is returned as ``"loss"``.

@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from jaxnet import checkpoint, cli, datasets, losses, metrics, mnist, nn
-from jaxnet.data import ArrayDataset, DataLoader, random_split
+from jaxnet.data import ArrayDataset, DataLoader, Dataset, random_split
 from jaxnet.train import TrainState, evaluate, fit
 
 
@@ -47,12 +47,12 @@ def cli_run(*args):
 
 
 def tiny_state():
-    return TrainState.create(nn.functional(nn.MLP(3, [4], 2, rngs=0))[1], optax.sgd(0.1))
+    return TrainState.create(nn.functional(nn.MLP(3, [4], 2, rngs=0)).params, optax.sgd(0.1))
 
 
 def fit_with(**overrides):
     def call(ws, mnist_path):
-        apply, params = nn.functional(nn.MLP(3, [4], 2, rngs=0))
+        apply, params, _ = nn.functional(nn.MLP(3, [4], 2, rngs=0))
         kwargs = dict(epochs=1, progress=False, log=None)
         kwargs.update({k: v.format(ws=ws) if isinstance(v, str) else v
                        for k, v in overrides.items()})
@@ -64,20 +64,57 @@ def fit_with(**overrides):
 
 Z, Y = jnp.zeros((4, 3)), jnp.array([0, 1, 2, 2])
 
+
+class _LenOnly(Dataset):
+    def __len__(self):
+        return 4
+
+
+class _Ragged(Dataset):
+    def __getitem__(self, i):
+        return np.zeros(i + 1), 0
+
+    def __len__(self):
+        return 4
+
+
+class _DictItems(Dataset):
+    def __getitem__(self, i):
+        return {"x": np.zeros(3, np.float32), "y": 0}
+
+    def __len__(self):
+        return 8
+
 CASES = [
     # models
-    Case("mlp-in-features", lambda ws, m: nn.MLP(0, [3], 2), ValueError,
+    Case("mlp-in-features", lambda ws, m: nn.MLP(0, [3], 2, rngs=0), ValueError,
          "in_features: expected a positive int, got 0"),
-    Case("mlp-hidden-size", lambda ws, m: nn.MLP(3, [3, -1], 2), ValueError,
+    Case("mlp-hidden-size", lambda ws, m: nn.MLP(3, [3, -1], 2, rngs=0), ValueError,
          r"hidden\[1\]: expected a positive int, got -1"),
-    Case("mlp-hidden-type", lambda ws, m: nn.MLP(3, 64, 2), TypeError,
+    Case("mlp-hidden-type", lambda ws, m: nn.MLP(3, 64, 2, rngs=0), TypeError,
          "hidden: expected a sequence of ints .* got 64"),
-    Case("mlp-activation", lambda ws, m: nn.MLP(3, [3], 2, activation="swishy"), ValueError,
+    Case("mlp-activation", lambda ws, m: nn.MLP(3, [3], 2, activation="swishy", rngs=0), ValueError,
          "activation: expected one of .* got 'swishy'"),
     Case("mlp-rngs", lambda ws, m: nn.MLP(3, [3], 2, rngs=1.5), TypeError,
-         "rngs: expected an nnx.Rngs or an int seed, got float"),
-    Case("linear-out", lambda ws, m: nn.Linear(3, 0), ValueError,
+         "MLP: rngs: expected an nn.Rngs such as nn.Rngs\\(0\\), .* got float 1.5"),
+    Case("linear-out", lambda ws, m: nn.Linear(3, 0, rngs=nn.Rngs(0)), ValueError,
          "out_features: expected a positive int, got 0"),
+    Case("linear-no-rngs", lambda ws, m: nn.Linear(3, 2), TypeError,
+         r"Linear: rngs is required: pass rngs=nn.Rngs\(0\)"),
+    Case("linear-int-rngs", lambda ws, m: nn.Linear(3, 2, rngs=0), TypeError,
+         r"Linear: rngs: expected an nn.Rngs .* got int 0"),
+    Case("dropout-p", lambda ws, m: nn.Dropout(1.5), ValueError,
+         r"p: expected a dropout probability in \[0, 1\], got 1.5"),
+    Case("mlp-dropout", lambda ws, m: nn.MLP(3, [3], 2, dropout=1.0, rngs=0), ValueError,
+         r"dropout: expected a probability in \[0, 1\), got 1.0"),
+    Case("batchnorm-input", lambda ws, m: nn.BatchNorm1d(4)(jnp.ones((2, 3))), ValueError,
+         r"BatchNorm1d: expected input \(N, 4\) or \(N, 4, L\), got shape \(2, 3\)"),
+    Case("dropout-train-no-key", lambda ws, m: nn.functional(nn.MLP(3, [4], 2, dropout=0.5,
+                                                                    rngs=0)).apply(
+        *nn.functional(nn.MLP(3, [4], 2, dropout=0.5, rngs=0))[1:], jnp.ones((2, 3)),
+        train=True), ValueError, "rng: the model has Dropout, so apply.*needs rng="),
+    Case("functional-not-module", lambda ws, m: nn.functional(lambda x: x), TypeError,
+         "model: expected an nn.Module .* got function"),
     # losses
     Case("ce-label-shape", lambda ws, m: losses.cross_entropy(Z, Y[:3]), ValueError,
          r"labels must have shape \(4,\) .* got \(3,\)"),
@@ -111,7 +148,20 @@ CASES = [
     Case("loader-empty", lambda ws, m: DataLoader(ArrayDataset(np.zeros((0, 2))), 2),
          ValueError, "dataset: expected at least one example, got an empty dataset"),
     Case("loader-seed", lambda ws, m: DataLoader(ArrayDataset(np.arange(4)), 2, seed=-1),
-         ValueError, "seed: expected a non-negative int, got -1"),
+         ValueError, r"seed: expected an int in \[0, 2\*\*32\), got -1"),
+    Case("loader-seed-huge", lambda ws, m: DataLoader(ArrayDataset(np.arange(4)), 2, seed=2**64),
+         ValueError, r"seed: expected an int in \[0, 2\*\*32\), got 18446744073709551616"),
+    Case("loader-workers", lambda ws, m: DataLoader(ArrayDataset(np.arange(4)), 2,
+                                                    num_workers=-1),
+         ValueError, "num_workers: expected a non-negative int, got -1"),
+    Case("loader-not-dataset", lambda ws, m: DataLoader(5, 2), TypeError,
+         "dataset: expected a map-style dataset with __getitem__ and __len__.* got int"),
+    Case("dataset-no-getitem", lambda ws, m: next(iter(DataLoader(_LenOnly(), 2))),
+         NotImplementedError, r"_LenOnly must define __getitem__\(self, index\)"),
+    Case("collate-ragged", lambda ws, m: next(iter(DataLoader(_Ragged(), 2))), ValueError,
+         "collate: cannot stack the examples' values into one array"),
+    Case("state-seed", lambda ws, m: TrainState.create({}, optax.sgd(0.1), seed=2**32),
+         ValueError, r"seed: expected an int in \[0, 2\*\*32\), got 4294967296"),
     Case("drop-last-too-big", lambda ws, m: DataLoader(ArrayDataset(np.arange(4)), 8,
                                                        drop_last=True),
          ValueError, "batch_size: with drop_last=True it must be <= the dataset size 4, got 8"),
@@ -131,7 +181,14 @@ CASES = [
     Case("fit-epochs", fit_with(epochs=-1), ValueError,
          "epochs: expected a non-negative int, got -1"),
     Case("fit-data-type", fit_with(data=[np.zeros(3)] * 3), TypeError,
-         r"train_data: expected \(x, y\) arrays, an ArrayDataset or a DataLoader, got list"),
+         r"train_data: expected \(x, y\) arrays, a Dataset or a DataLoader, got a list of 3"),
+    Case("fit-loader-and-batch-size", fit_with(
+        data=DataLoader(ArrayDataset(np.zeros((8, 3), np.float32), np.zeros(8, np.int32)), 4),
+        batch_size=2, shuffle=False), ValueError,
+         "batch_size, shuffle: train_data is a DataLoader, which already sets them"),
+    Case("fit-seed", fit_with(seed=-2), ValueError, r"seed: expected an int in \[0, 2\*\*32\)"),
+    Case("fit-dict-examples", fit_with(data=_DictItems()), TypeError,
+         r"batches must be tuples such as \(x, y\) to carry a mask, got dict; return a tuple"),
     Case("fit-batch-size", fit_with(batch_size=0), ValueError,
          "batch_size: expected a positive int, got 0"),
     Case("fit-existing-run", fit_with(checkpoint_dir="{ws}/ck"), checkpoint.CheckpointExistsError,
@@ -154,7 +211,8 @@ CASES = [
                                                           step=1),
          checkpoint.CheckpointError, "checkpoint_dir: could not write .*blocker"),
     Case("restore-shape", lambda ws, m: checkpoint.restore(
-        ws / "ck", TrainState.create(nn.functional(nn.MLP(3, [9], 2))[1], optax.sgd(0.1))),
+        ws / "ck", TrainState.create(nn.functional(nn.MLP(3, [9], 2, rngs=0)).params,
+                                     optax.sgd(0.1))),
          checkpoint.CheckpointMismatchError,
          r"layers/0/bias has shape \(4,\) float32 in the checkpoint but \(9,\) float32 in like"),
     Case("restore-missing", lambda ws, m: checkpoint.restore(ws / "nothing", tiny_state()),

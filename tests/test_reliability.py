@@ -112,7 +112,7 @@ def _small_run(tmp_path, epochs, apply_override=None, resume=False):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(128, 4)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int32)
-    apply, params = nn.functional(nn.MLP(4, [8], 2, rngs=0))
+    apply, params, _ = nn.functional(nn.MLP(4, [8], 2, rngs=0))
     optimizer = optax.adam(1e-2)
     state = TrainState.create(params, optimizer)
     lines = []
@@ -170,8 +170,9 @@ def test_nan_keeps_the_last_good_checkpoint(tmp_path):
 
     apply = nn.functional(nn.MLP(4, [8], 2, rngs=0))[0]
 
-    def poisoned(params, x):
-        return apply(params, x) * jnp.nan
+    def poisoned(params, state, x, **mode):
+        out, state = apply(params, state, x, **mode)
+        return out * jnp.nan, state
 
     with pytest.raises(NonFiniteError, match="epoch 2, step 0"):
         _small_run(tmp_path, 2, apply_override=poisoned, resume=True)
