@@ -157,7 +157,8 @@ def build_model(config: MnistConfig) -> nn.MLP:
 
 def train_mnist(config: MnistConfig, *, data=None, data_dir=None, source: str = "idx",
                 checkpoint_dir=None, resume: bool = False, keep: int = 3,
-                check_finite: bool = True, progress: bool = True, log=print) -> dict:
+                check_finite: bool = True, progress: bool = True, log=print,
+                callbacks=()) -> dict:
     """Train the MNIST MLP; return the results (see ``jaxnet train mnist --json``).
 
     Args:
@@ -168,6 +169,7 @@ def train_mnist(config: MnistConfig, *, data=None, data_dir=None, source: str = 
         a run resumes only with the configuration it was started with.
       check_finite: stop on a NaN/Inf loss or gradient.
       progress, log: progress bar and per-epoch lines.
+      callbacks: extra ``jaxnet.callbacks.Callback`` objects for ``fit``.
 
     Returns:
       dict with ``test_accuracy``, ``test_loss``, ``val_accuracy`` (``None``
@@ -197,7 +199,7 @@ def train_mnist(config: MnistConfig, *, data=None, data_dir=None, source: str = 
                          batch_size=config.batch_size, seed=config.seed, val_data=val,
                          check_finite=check_finite, checkpoint_dir=checkpoint_dir, keep=keep,
                          resume=resume, config=config.to_json(steps_per_epoch),
-                         progress=progress, log=log)
+                         progress=progress, log=log, callbacks=callbacks)
     test = evaluate(apply, state, (x_test, y_test), loss_fn=loss_fn)
     compile_s = [e["compile_seconds"] for e in history if "compile_seconds" in e]
     this_run = max((e.get("run", 0) for e in history), default=0)

@@ -494,9 +494,7 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
         if checkpoint_dir is not None:
             from . import checkpoint
 
-            lock = getattr(checkpoint, "lock", None)  # being added (issue 8)
-            if lock is not None:
-                stack.enter_context(lock(checkpoint_dir))
+            stack.enter_context(checkpoint.lock(checkpoint_dir, log=log))
             checkpoint.check_new_run(checkpoint_dir, resume=resume)
             if resume:
                 state, start_epoch, history = _resume(checkpoint_dir, state, config,

@@ -1,0 +1,63 @@
+"""Choose the MNIST `default` recipe on the validation split only (never on the test set).
+
+    python benchmarks/recipe_search.py --data-dir ../shared/data/mnist [--seeds 0 1 2]
+
+Trains each candidate for 5 epochs on 55,000 images and ranks them by mean
+validation accuracy on the 5,000 held-out images (`MnistConfig.val_split`).
+The test set is not loaded: the choice cannot see it. `jaxnet train mnist`
+then reports the chosen recipe's test accuracy once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import subprocess
+
+from jaxnet import datasets, mnist
+
+BASE = mnist.RECIPES["default"]
+CANDIDATES = {
+    "adam 2e-3 warmup+cosine, ls 0.1, batch 128": BASE,
+    "adam 1e-3 warmup+cosine, ls 0.1, batch 128": BASE.with_updates(lr=1e-3),
+    "adam 4e-3 warmup+cosine, ls 0.1, batch 128": BASE.with_updates(lr=4e-3),
+    "adam 2e-3 warmup+cosine, ls 0.0, batch 128": BASE.with_updates(label_smoothing=0.0),
+    "adam 2e-3 warmup+cosine, ls 0.1, batch 64": BASE.with_updates(batch_size=64),
+    "adam 2e-3 warmup+cosine, ls 0.1, dropout 0.1": BASE.with_updates(dropout=0.1),
+    "adam 2e-3 constant, ls 0.1, batch 128": BASE.with_updates(schedule="constant"),
+}
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                    if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    images, labels = datasets.load_mnist("train", args.data_dir)
+    train = (images.reshape(len(images), -1), labels)
+    no_test = (train[0][:1], train[1][:1])  # a placeholder: the test set is never loaded
+    print(f"validation accuracy after 5 epochs (mean over seeds {args.seeds}); {cpu_model()}")
+    rows = []
+    for name, config in CANDIDATES.items():
+        accs = [mnist.train_mnist(config.with_updates(seed=s), data=(train, no_test),
+                                  progress=False, log=None)["val_accuracy"]
+                for s in args.seeds]
+        rows.append((statistics.mean(accs), name, accs))
+        print(f"  {statistics.mean(accs):.4f}  {name}  {[round(a, 4) for a in accs]}",
+              flush=True)
+    best = max(rows)
+    print(f"best on validation: {best[1]} ({best[0]:.4f})")
+
+
+if __name__ == "__main__":
+    main()
