@@ -31,12 +31,14 @@ os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 
 # Cells tagged raises-exception show the error a reader would meet. The kernel
 # prints it as IPython's "Minimal" traceback (the exception line only), not a
-# screen of library frames with this machine's paths. The profile lives in a
-# temporary IPYTHONDIR, so the kernel writes no history into the checkout.
+# screen of library frames with this machine's paths. The kernel's own log
+# keeps to errors (it warns, for every notebook, that its local TCP sockets are
+# unencrypted). The profile lives in a temporary IPYTHONDIR, so the kernel
+# writes no history into the checkout.
 _ipython_dir = Path(tempfile.mkdtemp(prefix="jaxnet-docs-ipython-"))
 (_ipython_dir / "profile_default").mkdir()
 (_ipython_dir / "profile_default" / "ipython_kernel_config.py").write_text(
-    'c.InteractiveShell.xmode = "Minimal"\n')
+    'c.InteractiveShell.xmode = "Minimal"\nc.IPKernelApp.log_level = "ERROR"\n')
 os.environ["IPYTHONDIR"] = str(_ipython_dir)
 
 
