@@ -9,6 +9,7 @@ is fetched at build time or by the built pages: no intersphinx, no remote
 images, fonts, math renderer or analytics.
 """
 
+import copy
 import inspect
 import os
 import sys
@@ -162,6 +163,37 @@ def _init_signature(app, what, name, obj, options, signature, return_annotation)
     params = [p.replace(annotation=inspect.Parameter.empty)
               for p in list(sig.parameters.values())[1:]]
     return str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty)), None
+
+
+# myst-nb 1.4 merges a cell's stdout chunks after stripping each one's trailing
+# whitespace and appending a newline, so a chunk boundary that falls inside a
+# print (the kernel flushes on a timer, e.g. while JAX compiles) shows up as a
+# stray blank line or line break. Join the chunks exactly first, as nbclient's
+# own coalesce_streams does; myst-nb's pass then sees one chunk per stream.
+def _patch_stream_merging() -> None:
+    import myst_nb.core.render as render
+
+    original = render.coalesce_streams
+    if getattr(original, "_jaxnet_exact", False):
+        return
+
+    def coalesce_streams(outputs):
+        merged, streams = [], {}
+        for output in outputs or []:
+            if output.get("output_type") == "stream":
+                if output["name"] in streams:
+                    streams[output["name"]]["text"] += output["text"]
+                    continue
+                output = copy.copy(output)  # keep its type (a NotebookNode)
+                streams[output["name"]] = output
+            merged.append(output)
+        return original(merged)
+
+    coalesce_streams._jaxnet_exact = True
+    render.coalesce_streams = coalesce_streams
+
+
+_patch_stream_merging()
 
 
 def setup(app):
