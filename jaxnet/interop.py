@@ -42,7 +42,9 @@ import dataclasses
 import math
 import os
 import pickle
+import re
 import uuid
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -114,14 +116,13 @@ def _join(prefix: list, leaf: str) -> str:
 
 
 def _order_key(name: str) -> tuple:
-    """PyTorch's order: layer by layer (indices numerically), weight before bias."""
+    """Layer by layer (indices numerically, names alphabetically, as NNX keeps them),
+    weight before bias. (NNX does not keep the order ``__init__`` assigned the layers in,
+    so a user module's keys may come in another order than PyTorch's; ``load_state_dict``
+    does not depend on it.)"""
     parts = name.split(".")
     owner = [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts[:-1]]
     return owner, _LEAF_ORDER.get(parts[-1], len(_LEAF_ORDER)), parts[-1]
-
-
-def _sort_entries(entries: list[_Entry], counters: list[str]) -> tuple[list[_Entry], list[str]]:
-    return sorted(entries, key=lambda e: _order_key(e.key)), sorted(counters, key=_order_key)
 
 
 def _module_entries(model: nnx.Module) -> tuple[list[_Entry], list[str]]:
@@ -152,7 +153,8 @@ def _module_entries(model: nnx.Module) -> tuple[list[_Entry], list[str]]:
                               np.dtype(value.dtype)))
         if isinstance(owner, nn.BatchNorm1d) and leaf == "running_var":
             counters.append(_join(prefix, _COUNTER))
-    return _sort_entries(entries, counters)
+    entries.sort(key=lambda e: _order_key(e.key))
+    return entries, counters
 
 
 def _dict_entries(tree: Mapping) -> tuple[list[_Entry], list[str], dict]:
@@ -181,7 +183,7 @@ def _dict_entries(tree: Mapping) -> tuple[list[_Entry], list[str], dict]:
                 parent = parent[k]
             if "running_mean" in parent:
                 counters.append(_join(prefix, _COUNTER))
-    entries, counters = _sort_entries(entries, counters)
+    entries.sort(key=lambda e: _order_key(e.key))
     return entries, counters, values
 
 
@@ -391,12 +393,13 @@ def to_torch_state_dict(model_or_params: Any, *, model_state: Any = None,
         entries, counters, values = _dict_entries(tree)
     _check_unique(entries)
     out: dict[str, Any] = {}
+    counters = set(counters)
     for e in entries:
         array = np.asarray(values[e.path])
         out[e.key] = _fresh(array.T if e.transpose else array)
-    for key in counters:  # after its layer's running_var, as in PyTorch
-        out[key] = np.zeros((), np.int64)
-    out = dict(sorted(out.items(), key=lambda kv: _order_key(kv[0])))
+        counter = e.key[:-len("running_var")] + _COUNTER
+        if e.key.endswith("running_var") and counter in counters:  # where PyTorch has it
+            out[counter] = np.zeros((), np.int64)
     if tensors:
         torch = _import_torch("tensors=True")
         out = {k: torch.from_numpy(v) for k, v in out.items()}
@@ -465,9 +468,13 @@ def _flat_tensors(obj: Any, shown: str, key: str | None) -> dict[str, np.ndarray
 
 
 def _refusal(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    detail = next((ln for ln in lines if "GLOBAL" in ln or "global" in ln), None)
-    return detail or (lines[0] if lines else type(e).__name__)
+    """What torch refused, without its advice to allowlist it."""
+    text = str(e)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it names {found.group(1)}, which weights_only=True does not allow"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 def load(path, *, key: str | None = None) -> dict[str, np.ndarray]:
@@ -508,13 +515,16 @@ def load(path, *, key: str | None = None) -> dict[str, np.ndarray]:
         return {k: np.array(v) for k, v in arrays.items()}
     torch = _import_torch(f"reading the PyTorch file {shown}")
     try:
-        obj = torch.load(file, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():
+            # Said of files pickled with protocol > 2 just before they are refused or read.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(file, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:
         raise ValueError(
-            f"{shown}: refused: it holds Python objects besides tensors ({_refusal(e)}); jaxnet "
-            f"reads PyTorch files only with torch.load(weights_only=True), which never runs "
-            f"code from the file. Save model.state_dict() rather than the model (or convert "
-            f"it to .safetensors) where you trust the file") from None
+            f"{shown}: refused: it holds Python objects besides tensors ({_refusal(e)}); "
+            f"jaxnet reads PyTorch files only with torch.load(weights_only=True), which runs "
+            f"no code from the file. If you trust the file, load it in PyTorch and save "
+            f"model.state_dict() (or a .safetensors file) instead") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise ValueError(f"{shown}: not a readable PyTorch file ({_refusal(e)})") from None
     return _flat_tensors(obj, shown, key)
