@@ -30,16 +30,16 @@ def main(argv=None) -> int:
     data_dir = os.environ.get("JAXNET_DATA_DIR",
                               Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
     (x, y), _ = mnist.load_data(data_dir)
-    model_apply, params = nn.functional(nn.MLP(784, [512, 256], 10, rngs=0))
+    model_apply, params, model_state = nn.functional(nn.MLP(784, [512, 256], 10, rngs=0))
 
-    def apply(p, pixels):
-        return model_apply(p, mnist.normalize(pixels))
+    def apply(p, s, pixels, *, train=False, rng=None):  # uint8 pixels, normalised on device
+        return model_apply(p, s, mnist.normalize(pixels), train=train, rng=rng)
 
     optimizer = optax.adam(1e-3)
     times = {True: [], False: []}
     for r in range(args.rounds):
         for guard in ((True, False) if r % 2 == 0 else (False, True)):  # alternate the order
-            state = TrainState.create(params, optimizer)
+            state = TrainState.create(params, optimizer, model_state=model_state)
             _, history = fit(state, apply, losses.cross_entropy, optimizer, (x, y),
                              epochs=args.epochs, batch_size=64, seed=r, check_finite=guard,
                              progress=False, log=None)

@@ -14,6 +14,7 @@ so machine noise hits both. Reported:
 * ``import jaxnet`` vs ``import jax, flax, optax``.
 
 Run:  nox -s bench      or   python benchmarks/mnist_vs_torch.py [--rounds 2] [--json out.json]
+A quick check that it still runs: ``--rounds 1 --epochs 2`` (epochs overrides the recipe's).
 (PyTorch comes from the ``torch`` extra: ``pip install torch==2.13.0``.)
 """
 
@@ -112,11 +113,12 @@ def worker_jax(recipe: dict, seed: int) -> None:
     emit(test_accuracy=result["test_accuracy"])
 
 
-def run_worker(kind: str, recipe: str, seed: int) -> dict:
+def run_worker(kind: str, recipe: str, seed: int, epochs: int) -> dict:
     """Run one worker process; measure time to first result and peak memory."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, "--worker", kind, "--recipe", recipe,
-                             "--seed", str(seed)], stdout=subprocess.PIPE, text=True)
+                             "--seed", str(seed), "--epochs", str(epochs)],
+                            stdout=subprocess.PIPE, text=True)
     out = {"epochs": [], "kind": kind}
     for line in proc.stdout:
         record = json.loads(line)
@@ -168,10 +170,17 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (2)")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="course")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="override the recipe's epochs (>= 2: epoch 1 includes compilation)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    recipe = RECIPES[args.recipe]
+    if args.epochs is not None and args.epochs < 2:
+        parser.error(f"--epochs: expected at least 2 (the steady state is epochs 2..), "
+                     f"got {args.epochs}")
+    recipe = dict(RECIPES[args.recipe])
+    if args.epochs is not None:
+        recipe["epochs"] = args.epochs
     if args.worker:
         (worker_jax if args.worker == "jax" else worker_torch)(recipe, args.seed)
         return 0
@@ -181,7 +190,7 @@ def main(argv=None) -> int:
     runs = {"jax": [], "torch": []}
     for r in range(args.rounds):
         for kind in ("jax", "torch"):
-            res = run_worker(kind, args.recipe, args.seed + r)
+            res = run_worker(kind, args.recipe, args.seed + r, recipe["epochs"])
             runs[kind].append(res)
             print(f"round {r + 1} {kind:5s}: epochs " +
                   " ".join(f"{s:.2f}" for s in res["epochs"]) +
