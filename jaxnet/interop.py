@@ -211,11 +211,16 @@ def _to_numpy(value: Any) -> np.ndarray | None:
         t = value.detach().cpu()
         if t.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
             t = t.to(torch.float32)
-        return t.numpy()
+        try:
+            return t.numpy()
+        except (TypeError, RuntimeError):  # a dtype numpy lacks (float8, quantized...)
+            return None
     if isinstance(value, np.ndarray | jax.Array | np.generic | int | float) \
             and not isinstance(value, bool):
         out = np.asarray(value)
-        return out if out.dtype.kind in "fiuc" else None
+        if out.dtype.name == "bfloat16":  # JAX's (ml_dtypes); float32 holds it exactly
+            out = out.astype(np.float32)
+        return out if out.dtype.kind in "biufc" else None
     return None
 
 
@@ -714,6 +719,14 @@ def _checkpoint_to_file(source: str, destination: str, config, step: int | None,
             "epoch": meta.get("epoch")}
 
 
+def _unused(path: str, what: str, **arguments: Any) -> None:
+    """Refuse an argument that would be silently ignored for this direction."""
+    for name, value in arguments.items():
+        if value is not None and value != 0:
+            raise ValueError(f"{name}: not used when converting {path} ({what}), got "
+                             f"{value!r}")
+
+
 def convert(source, destination, *, config=None, trained_epochs: int = 0,
             step: int | None = None, key: str | None = None, overwrite: bool = False) -> dict:
     """What ``jaxnet convert`` does, for the MNIST MLP of ``jaxnet train mnist``.
@@ -757,13 +770,14 @@ def convert(source, destination, *, config=None, trained_epochs: int = 0,
         if os.path.lexists(dst_path) and not overwrite:
             raise FileExistsError(f"destination: {dst} already exists; pass overwrite=True "
                                   f"(--overwrite) to replace it")
+        _unused(src, "a checkpoint folder", key=key, trained_epochs=trained_epochs)
         return _checkpoint_to_file(src, dst, config, step, overwrite)
     if not src_path.exists():
         raise FileNotFoundError(f"source: {src} does not exist")
     _kind(src_path, "source")
-    if step is not None:
-        raise ValueError(f"step: only for a checkpoint folder source; {src} is a file")
+    _unused(src, "a file", step=step)
     if dst_is_file:
+        _unused(dst, "a format change only", config=config, trained_epochs=trained_epochs)
         if os.path.lexists(dst_path) and not overwrite:
             raise FileExistsError(f"destination: {dst} already exists; pass overwrite=True "
                                   f"(--overwrite) to replace it")

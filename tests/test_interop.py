@@ -531,6 +531,11 @@ def test_a_converted_checkpoint_at_its_last_epoch_only_evaluates(mnist_path):
      "--momentum: expected a number in [0, 1), got 2.0"),
     (["convert", "model.safetensors", "--to", "ck", "--key", "model"],
      "key: only for PyTorch files"),
+    (["convert", "model.safetensors", "--to", "copy.pt", "--hidden", "32"],
+     "config: not used when converting copy.pt (a format change only)"),
+    (["convert", "full", "--to", "x.safetensors", "--key", "m"],
+     "key: not used when converting full (a checkpoint folder), got 'm'"),
+    (["convert", "full", "--to", "x.safetensors"], "no complete checkpoint in full"),
 ])
 def test_cli_convert_errors_are_one_line(argv, message, tmp_path):
     interop.save("model.safetensors", mnist.build_model(mnist.MnistConfig(hidden=(32,))))
@@ -544,7 +549,7 @@ def test_cli_convert_errors_are_one_line(argv, message, tmp_path):
     assert message in err, err
     assert Path("taken.safetensors").read_bytes() == b"mine"
     assert Path("full/notes.txt").read_text() == "mine" and os.listdir("full") == ["notes.txt"]
-    assert not Path("ck").exists() and not Path("out").exists()
+    assert not any(Path(p).exists() for p in ("ck", "out", "copy.pt", "x.safetensors"))
 
 
 def test_cli_convert_pt_without_torch_is_one_line(no_torch, tmp_path):
