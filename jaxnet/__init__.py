@@ -16,6 +16,8 @@ Modules (one concept each):
 * ``jaxnet.checkpoint`` — ``save``, ``restore``, ``latest_step`` (no pickle).
 * ``jaxnet.datasets`` — ``load_mnist``, ``load_idx``, ``to_float``.
 * ``jaxnet.devices`` — what XLA will run on.
+* ``jaxnet.interop`` — PyTorch state dicts and ``.safetensors``/``.pt`` files in and out
+  (``from_torch_state_dict``, ``to_torch_state_dict``, ``load``, ``save``); never unpickles.
 
 Optimizers are optax's, used directly: ``optax.sgd``, ``optax.adam``.
 """
@@ -25,6 +27,7 @@ from . import checkpoint as checkpoint
 from . import data as data
 from . import datasets as datasets
 from . import devices as devices
+from . import interop as interop
 from . import losses as losses
 from . import metrics as metrics
 from . import nn as nn
@@ -57,6 +60,7 @@ __all__ = [
     "evaluate",
     "fingerprint",
     "fit",
+    "interop",
     "losses",
     "make_epoch",
     "make_train_step",
