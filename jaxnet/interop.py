@@ -758,6 +758,11 @@ def convert(source, destination, *, config=None, trained_epochs: int = 0,
     Returns:
       dict with ``direction``, ``arrays``, ``params``, ``config`` and ``epoch``.
     """
+    from .mnist import MnistConfig
+
+    if config is not None and not isinstance(config, MnistConfig):
+        raise TypeError(f"config: expected a jaxnet.mnist.MnistConfig, got "
+                        f"{type(config).__name__}")
     trained_epochs = non_negative_int("trained_epochs", trained_epochs)
     src, dst = os.fspath(source), os.fspath(destination)
     src_path, dst_path = Path(src).expanduser(), Path(dst).expanduser()
