@@ -73,8 +73,10 @@ extensions = [
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
 root_doc = "index"
 # _legacy/ holds the old plain-Markdown pages, still executed by tests/test_docs.py
-# until they are rewritten as notebook chapters.
-exclude_patterns = ["_build", "_legacy", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+# until they are rewritten as notebook chapters; _drafts/ holds pages not yet
+# placed in a chapter. Neither is part of the site.
+exclude_patterns = ["_build", "_legacy", "_drafts", "Thumbs.db", ".DS_Store",
+                    "**.ipynb_checkpoints"]
 
 # --- myst-nb: execute every notebook on every build --------------------------
 nb_execution_mode = "force"
@@ -83,6 +85,7 @@ nb_execution_show_tb = True          # the traceback is in the build log when a 
 nb_execution_timeout = 300           # seconds per cell (MNIST pages train for a few)
 nb_execution_in_temp = True          # checkpoints a page writes never land in docs/
 nb_merge_streams = True              # one output block per cell, not one per print
+nb_render_error_lexer = "text"       # an error is one message (see IPYTHONDIR below)
 # Anything a cell writes to stderr (a DeprecationWarning, a stray log line) fails
 # the -W build; a cell that means to show stderr says so in its metadata:
 #   :mystnb:
