@@ -39,7 +39,6 @@ True
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import pickle
 import re
@@ -624,14 +623,6 @@ def save(path, state_dict: Any, *, overwrite: bool = False) -> Path:
 
 # ---------------------------------------------------------------------------- convert
 
-_MNIST_TRAIN_IMAGES = 60_000
-
-
-def _steps_per_epoch(config) -> int:
-    """What ``train_mnist`` computes for MNIST: its schedule length is part of the config."""
-    return math.ceil((_MNIST_TRAIN_IMAGES - config.val_split) / config.batch_size)
-
-
 def _config_from_json(saved: dict, shown: str):
     from .mnist import MnistConfig
 
@@ -651,12 +642,12 @@ def _describe(config) -> str:
 
 
 def _template_state(config):
-    from .mnist import build_model, make_optimizer
+    from .mnist import build_model, make_optimizer, steps_per_epoch
     from .train import TrainState
 
     model = build_model(config)
     _, params, model_state = nn.functional(model)
-    optimizer = make_optimizer(config, _steps_per_epoch(config))
+    optimizer = make_optimizer(config, steps_per_epoch(config))
     return model, TrainState.create(params, optimizer, model_state=model_state,
                                     seed=config.seed)
 
@@ -664,7 +655,7 @@ def _template_state(config):
 def _file_to_checkpoint(source: str, destination: str, config, trained_epochs: int,
                         key: str | None) -> dict:
     from . import checkpoint
-    from .mnist import RECIPES, build_model, make_optimizer
+    from .mnist import RECIPES, build_model, make_optimizer, steps_per_epoch
     from .train import TrainState
 
     config = config if config is not None else RECIPES["default"]
@@ -676,7 +667,7 @@ def _file_to_checkpoint(source: str, destination: str, config, trained_epochs: i
     state_dict = load(source, key=key)
     model = from_torch_state_dict(state_dict, build_model(config))
     _, params, model_state = nn.functional(model)
-    steps = _steps_per_epoch(config)
+    steps = steps_per_epoch(config)
     # PyTorch's optimizer state is not in a state dict: the optimizer starts fresh
     # (Adam's moments at zero, a schedule from its start) at epoch `trained_epochs`.
     state = TrainState.create(params, make_optimizer(config, steps), model_state=model_state,

@@ -40,7 +40,7 @@ from .data import ArrayDataset, random_split
 from .train import TrainState, evaluate, fit
 
 __all__ = ["RECIPES", "MnistConfig", "build_model", "load_data", "make_optimizer", "normalize",
-           "split_validation", "train_mnist"]
+           "split_validation", "steps_per_epoch", "train_mnist"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,12 @@ RECIPES: dict[str, MnistConfig] = {
     "course": MnistConfig(batch_size=64, optimizer="adam", lr=0.01, schedule="constant",
                           loss="nll", label_smoothing=0.0, val_split=0),
 }
+
+
+def steps_per_epoch(config: MnistConfig, n_images: int = 60_000) -> int:
+    """Optimizer steps per epoch on ``n_images`` MNIST training images less the validation
+    split (the last batch is padded, not dropped)."""
+    return math.ceil((n_images - config.val_split) / config.batch_size)
 
 
 def make_optimizer(config: MnistConfig, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -192,13 +198,13 @@ def train_mnist(config: MnistConfig, *, data=None, data_dir=None, source: str = 
         loss_fn = losses.nll_loss
     else:
         loss_fn = functools.partial(losses.cross_entropy, label_smoothing=config.label_smoothing)
-    steps_per_epoch = math.ceil(len(x) / config.batch_size)
-    optimizer = make_optimizer(config, steps_per_epoch)
+    steps = steps_per_epoch(config, len(x_all))
+    optimizer = make_optimizer(config, steps)
     state = TrainState.create(params, optimizer, model_state=model_state, seed=config.seed)
     state, history = fit(state, apply, loss_fn, optimizer, (x, y), epochs=config.epochs,
                          batch_size=config.batch_size, seed=config.seed, val_data=val,
                          check_finite=check_finite, checkpoint_dir=checkpoint_dir, keep=keep,
-                         resume=resume, config=config.to_json(steps_per_epoch),
+                         resume=resume, config=config.to_json(steps),
                          progress=progress, log=log, callbacks=callbacks)
     test = evaluate(apply, state, (x_test, y_test), loss_fn=loss_fn)
     compile_s = [e["compile_seconds"] for e in history if "compile_seconds" in e]

@@ -648,14 +648,18 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     merge, params, state = _split(model)
+    modules = dict(nnx.iter_modules(model))
+    # Sequential keeps its layers in an nnx.List: PyTorch names them "layers.0", not
+    # "layers.layers.0", so that list is neither a row nor a part of the names.
+    hidden = {p for p, m in modules.items() if p and p[-1] == "layers"
+              and isinstance(m, nnx.List) and isinstance(modules.get(p[:-1]), nnx.Sequential)}
     shapes: dict[int, str] = {}
     rows_by_path: dict[tuple, int] = {}
 
     def traced(params, state, x):
         module = merge(params, state)
         _set_mode(module, False, None)
-        found = [(p, m) for p, m in nnx.iter_modules(module)
-                 if not isinstance(m, nnx.List | nnx.Dict)]
+        found = [(p, m) for p, m in nnx.iter_modules(module) if p not in hidden]
         rows_by_path.update((p, id(m)) for p, m in found)
         restore = _record_calls([m for _, m in found], shapes)
         try:
@@ -671,10 +675,6 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float
         owner = max((p for p in module_paths if path[:len(p)] == p), key=len)
         own[owner] = own.get(owner, 0) + int(np.size(leaf))
 
-    modules = dict(nnx.iter_modules(model))
-    # Sequential keeps its layers in an nnx.List: PyTorch names them "layers.0", not
-    # "layers.layers.0", so the list's own path element is left out of the name.
-    hidden = {p for p, m in modules.items() if isinstance(m, nnx.List | nnx.Dict)}
     # Siblings in the order they were first called (PyTorch/torchinfo order), then by name.
     called = {ident: i for i, ident in enumerate(shapes)}
 
