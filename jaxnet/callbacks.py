@@ -13,6 +13,13 @@ each receives the ``Run`` (what is being trained, on what data):
   timings…); return ``True`` to stop training after this epoch.
 * ``on_train_end(run, state)`` — always, also when training stops with an error.
 
+The ``state`` a hook receives is consumed by the next epoch (the train step
+donates its buffers, as PyTorch updates weights in place): to keep weights
+for later — the best epoch's, say — copy them, as PyTorch code uses
+``copy.deepcopy(model.state_dict())``::
+
+    self.best = jax.tree.map(jnp.copy, state.params)
+
 ``fit`` builds the usual ones from its arguments (``check_finite`` →
 ``FiniteCheck``, ``checkpoint_dir`` → ``Checkpoint``, ``progress`` →
 ``ProgressBar``, ``log`` → ``EpochLog``) and runs yours after them.

@@ -75,8 +75,55 @@ __all__ = [
     "summary",
 ]
 
-Module = nnx.Module
-"""Base class of every model and layer (Flax NNX's ``nnx.Module``): ``torch.nn.Module``."""
+def _children(module: nnx.Module) -> list[tuple[str, Any]]:
+    """A module's direct sub-layers with PyTorch's names, in the order they were assigned."""
+    if isinstance(module, nnx.Sequential):
+        return [(str(i), layer) for i, layer in enumerate(module.layers)]
+    if isinstance(module, nnx.List):
+        return [(str(i), layer) for i, layer in enumerate(module)]
+    return [(name, value) for name, value in vars(module).items()
+            if isinstance(value, nnx.Module) and not name.startswith("_")]
+
+
+def _torch_repr(module: Any) -> str:
+    """``print(model)`` as PyTorch prints it: nested ``(name): Layer(...)`` lines."""
+    if not isinstance(module, nnx.Module):
+        return getattr(module, "__name__", type(module).__name__)
+    if isinstance(module, _Described):
+        return module.describe()
+    children = _children(module)
+    if not children:
+        return f"{type(module).__name__}()"
+    lines = [f"{type(module).__name__}("]
+    for name, child in children:
+        lines.append(f"  ({name}): " + _torch_repr(child).replace("\n", "\n  "))
+    return "\n".join([*lines, ")"])
+
+
+class Module(nnx.Module):
+    """Base class of models and layers (``torch.nn.Module``): a Flax NNX ``nnx.Module``.
+
+    Subclass it, create layers in ``__init__(…, rngs)`` and compute in
+    ``__call__`` (PyTorch's ``forward``). ``print(model)`` shows the nested
+    layers the way PyTorch does.
+    """
+
+    def __repr__(self) -> str:
+        return _torch_repr(self)
+
+    __str__ = __repr__
+
+
+class _Described(Module):
+    """A layer that prints as one line, e.g. ``Linear(in_features=2, out_features=3)``."""
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+    __str__ = __repr__
 
 Rngs = nnx.Rngs
 """``nnx.Rngs``: the explicit source of initial random values, e.g. ``nn.Rngs(0)``."""
@@ -134,7 +181,7 @@ def _torch_uniform(fan_in: int):
     return init
 
 
-class Linear(nnx.Linear):
+class Linear(_Described, nnx.Linear):
     """``nn.Linear(in_features, out_features)``, initialised the way PyTorch does.
 
     ``y = x @ kernel + bias`` with ``kernel`` of shape ``(in_features,
@@ -167,16 +214,13 @@ class Linear(nnx.Linear):
         """The weights in PyTorch's ``(out_features, in_features)`` layout (a copy)."""
         return self.kernel[...].T
 
-    def __repr__(self) -> str:
+    def describe(self) -> str:
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None})")
 
 
-class _Stateless(nnx.Module):
+class _Stateless(_Described):
     """A layer without parameters: a named function of its input."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
 
 
 class Identity(_Stateless):
@@ -214,7 +258,7 @@ class GELU(_Stateless):
         return jax.nn.gelu(x, approximate=False)
 
 
-class Softmax(nnx.Module):
+class Softmax(_Described):
     """``nn.Softmax(dim)``: probabilities along ``dim`` (default the last axis).
 
     >>> Softmax(dim=1)(jnp.zeros((1, 4)))
@@ -227,11 +271,11 @@ class Softmax(nnx.Module):
     def __call__(self, x):
         return jax.nn.softmax(x, axis=self.dim)
 
-    def __repr__(self) -> str:
+    def describe(self) -> str:
         return f"Softmax(dim={self.dim})"
 
 
-class LogSoftmax(nnx.Module):
+class LogSoftmax(_Described):
     """``nn.LogSoftmax(dim)``: log-probabilities along ``dim``, for ``losses.nll_loss``."""
 
     def __init__(self, dim: int = -1):
@@ -240,11 +284,11 @@ class LogSoftmax(nnx.Module):
     def __call__(self, x):
         return jax.nn.log_softmax(x, axis=self.dim)
 
-    def __repr__(self) -> str:
+    def describe(self) -> str:
         return f"LogSoftmax(dim={self.dim})"
 
 
-class Flatten(nnx.Module):
+class Flatten(_Described):
     """``nn.Flatten(start_dim=1, end_dim=-1)``: e.g. ``(N, 28, 28) -> (N, 784)``.
 
     >>> Flatten()(jnp.zeros((2, 28, 28))).shape
@@ -259,11 +303,11 @@ class Flatten(nnx.Module):
         end = self.end_dim % x.ndim
         return x.reshape(*x.shape[:start], -1, *x.shape[end + 1:])
 
-    def __repr__(self) -> str:
+    def describe(self) -> str:
         return f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim})"
 
 
-class Dropout(nnx.Dropout):
+class Dropout(_Described, nnx.Dropout):
     """``nn.Dropout(p)``: in training, zero each element with probability ``p`` and scale
     the rest by ``1 / (1 - p)``; in evaluation, the identity.
 
@@ -300,11 +344,11 @@ class Dropout(nnx.Dropout):
                              "the layer with rngs=nn.Rngs(...)")
         return super().__call__(x, deterministic=deterministic, rngs=rngs)
 
-    def __repr__(self) -> str:
+    def describe(self) -> str:
         return f"Dropout(p={self.rate})"
 
 
-class BatchNorm1d(nnx.Module):
+class BatchNorm1d(_Described):
     """``nn.BatchNorm1d(num_features)`` with PyTorch's semantics and parameter names.
 
     Inputs are ``(N, C)`` or ``(N, C, L)``. In training the batch's mean and
@@ -364,12 +408,12 @@ class BatchNorm1d(nnx.Module):
             y = y * self.weight[...].reshape(shape) + self.bias[...].reshape(shape)
         return y
 
-    def __repr__(self) -> str:
+    def describe(self) -> str:
         return (f"BatchNorm1d({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine})")
 
 
-class Sequential(nnx.Sequential):
+class Sequential(Module, nnx.Sequential):
     """``nn.Sequential(*layers)``: calls its layers in order; indexable like a list.
 
     >>> model = Sequential(Linear(4, 3, rngs=Rngs(0)), ReLU(), Linear(3, 1, rngs=Rngs(1)))
@@ -487,6 +531,10 @@ def _split(model: nnx.Module):
     """``(merge, params, state)``: ``merge(params, state)`` rebuilds a fresh copy of ``model``."""
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model: expected an nn.Module (Flax NNX), got {type(model).__name__}")
+    if not any("__call__" in vars(cls) for cls in type(model).__mro__[:-1]):
+        extra = " (rename forward to __call__)" if hasattr(model, "forward") else ""
+        raise TypeError(f"model: {type(model).__name__} defines no __call__(self, x), the "
+                        f"method that computes the output (PyTorch's forward){extra}")
     graphdef, params, rng_state, state = nnx.split(model, nnx.Param, _RNG, ...)
 
     def merge(params, state):
@@ -600,6 +648,8 @@ def _record_calls(modules: list[nnx.Module], shapes: dict[int, str]):
     targets = {id(m) for m in modules}
     patched = []
     for cls in {type(m) for m in modules}:
+        if not any("__call__" in vars(base) for base in cls.__mro__[:-1]):
+            continue  # containers such as nnx.List are not called
         original = cls.__call__
         had_own = "__call__" in cls.__dict__
 

@@ -306,3 +306,35 @@ def test_models_can_be_built_abstractly_and_under_jit():
     eager = nn.functional(nn.MLP(3, [4], 2, rngs=0)).params
     for a, b in zip(jax.tree.leaves(built), jax.tree.leaves(eager), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_print_model_shows_nested_layers_like_pytorch():
+    text = str(NeuralNetwork(50, 3, rngs=nn.Rngs(0)))
+    assert text == "\n".join([
+        "NeuralNetwork(",
+        "  (layers): Sequential(",
+        "    (0): Linear(in_features=50, out_features=30, bias=True)",
+        "    (1): ReLU()",
+        "    (2): Linear(in_features=30, out_features=20, bias=True)",
+        "    (3): ReLU()",
+        "    (4): Linear(in_features=20, out_features=3, bias=True)",
+        "  )",
+        ")"])
+    assert repr(WithDropoutAndBatchNorm(rngs=nn.Rngs(0))).splitlines()[1:3] == [
+        "  (fc1): Linear(in_features=4, out_features=8, bias=True)",
+        "  (bn): BatchNorm1d(8, eps=1e-05, momentum=0.1, affine=True)"]
+    assert isinstance(nn.Linear(2, 2, rngs=nn.Rngs(0)), nn.Module)
+
+
+def test_a_model_written_with_forward_gets_a_clear_error():
+    class CourseStyle(nn.Module):
+        def __init__(self, *, rngs):
+            self.fc = nn.Linear(2, 2, rngs=rngs)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    for call in (lambda m: nn.summary(m, (1, 2)), nn.functional):
+        with pytest.raises(TypeError, match=r"CourseStyle defines no __call__\(self, x\).*"
+                                            r"\(rename forward to __call__\)"):
+            call(CourseStyle(rngs=nn.Rngs(0)))
