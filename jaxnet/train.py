@@ -16,6 +16,11 @@ The pieces, from small to large, each usable on its own:
   gradients (``model.eval()`` + ``torch.no_grad()``).
 * ``fit(...)`` — a short loop: resume, run an epoch, validate, callbacks.
 
+Many devices: ``make_epoch_runner``, ``evaluate`` and ``fit`` take
+``mesh=parallel.make_mesh()``; they place the state replicated and the
+batches sharded over it, and the same jitted functions compile for that
+(``jaxnet.parallel``).
+
 ``apply(params, model_state, x, *, train, rng) -> (outputs, model_state)`` is
 the pure model function from ``nn.functional``. ``loss_fn(outputs, labels, *,
 mask)`` is any ``jaxnet.losses`` function (or one with that signature) using
@@ -47,6 +52,7 @@ import optax
 from flax import struct
 
 from . import callbacks as cb
+from . import parallel
 from ._checks import positive_int, seed_int
 from ._tree import leaf_paths
 from .callbacks import NonFiniteError
@@ -214,7 +220,7 @@ def _pair(arrays: tuple, name: str) -> tuple:
 
 
 def make_epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransformation,
-                      loader: DataLoader):
+                      loader: DataLoader, *, mesh=None):
     """One training epoch over ``loader``, the fastest way its dataset allows.
 
     An ``ArrayDataset`` runs as one compiled ``lax.scan`` over device-resident
@@ -223,6 +229,12 @@ def make_epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTr
     ``make_train_step``. Both see the same batches in the same order, so the
     results agree.
 
+    With ``mesh`` (``parallel.make_mesh()``) the state is replicated over its
+    devices and every batch is split over them (``loader.batch_size`` must be
+    a multiple of the device count); the arrays of the scan path are
+    replicated on every device and only the batch indices are split, so each
+    device gathers its own rows.
+
     Returns:
       ``run(state, epoch, on_batch=None) -> (state, losses, counts)``:
       ``epoch`` counts from 0; ``losses`` and ``counts`` are numpy arrays of
@@ -230,6 +242,8 @@ def make_epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTr
       ``on_batch(i, loss)`` is called after each step of the Python loop.
       ``run.compile_seconds`` is set after the first call (0 for the loop).
     """
+    if mesh is not None:
+        parallel.check_batch_size(loader.batch_size, mesh)
     arrays = loader.arrays
     if arrays is not None:
         epoch_fn = make_epoch(apply, loss_fn, optimizer)
@@ -238,29 +252,39 @@ def make_epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTr
 
         def run(state, epoch, on_batch=None):
             indices, mask = loader.index_batches(epoch)
+            counts = mask.sum(axis=1)
+            if mesh is not None:
+                state = parallel.replicate(state, mesh)
+                indices, mask = parallel.shard_batch((indices, mask), mesh, axis=1)
             if not compiled:
                 t0 = time.perf_counter()
-                device_data.extend(jax.device_put(a) for a in _pair(arrays, "train_data"))
+                device_data.extend(jax.device_put(a) if mesh is None else
+                                   parallel.replicate(a, mesh)
+                                   for a in _pair(arrays, "train_data"))
                 compiled.append(epoch_fn.lower(state, tuple(device_data), indices, mask)
                                 .compile())
                 run.compile_seconds = time.perf_counter() - t0
             state, metrics = compiled[0](state, tuple(device_data), indices, mask)
-            return state, np.asarray(metrics["loss"]), mask.sum(axis=1)
+            return state, np.asarray(metrics["loss"]), counts
     else:
         step = make_train_step(apply, loss_fn, optimizer)
 
         def run(state, epoch, on_batch=None):
-            losses, counts = [], []
-            for i, batch in enumerate(loader.iter_epoch(epoch, pad_last=True)):
+            losses, counts = [], loader.index_batches(epoch)[1].sum(axis=1)
+            if mesh is None:
+                batches = loader.iter_epoch(epoch, pad_last=True)
+            else:
+                state = parallel.replicate(state, mesh)
+                batches = parallel.iter_epoch(loader, epoch, mesh)
+            for i, batch in enumerate(batches):
                 if len(batch) != 3:
                     raise ValueError(f"train_data: expected dataset examples (x, y), got "
                                      f"batches of {len(batch) - 1} values")
                 state, metrics = step(state, batch)
                 losses.append(metrics["loss"])
-                counts.append(int(np.sum(batch[-1])))
                 if on_batch is not None:
                     on_batch(i, metrics["loss"])
-            return state, np.asarray(jnp.stack(losses)), np.asarray(counts)
+            return state, np.asarray(jnp.stack(losses)), counts
 
     run.compile_seconds = 0.0
     return run
@@ -301,8 +325,12 @@ _batch_sums_jit = jax.jit(_batch_sums, static_argnums=(0, 1))
 
 
 def _as_loader(data, name: str, *, batch_size=None, shuffle=None, seed=None,
-               defaults=(64, True, 0)) -> DataLoader:
-    """A DataLoader for ``data``: ``(x, y)`` arrays, a dataset, or a DataLoader as is."""
+               defaults=(64, True, 0), round_to: int = 1) -> DataLoader:
+    """A DataLoader for ``data``: ``(x, y)`` arrays, a dataset, or a DataLoader as is.
+
+    ``round_to``: a batch size that this function chooses (not one given) is
+    rounded up to a multiple of it (the devices of a mesh; padding is masked).
+    """
     given = {k: v for k, v in (("batch_size", batch_size), ("shuffle", shuffle), ("seed", seed))
              if v is not None}
     if isinstance(data, DataLoader):
@@ -320,12 +348,16 @@ def _as_loader(data, name: str, *, batch_size=None, shuffle=None, seed=None,
         raise TypeError(f"{name}: expected (x, y) arrays, a Dataset or a DataLoader, got "
                         f"{type(data).__name__}")
     b, s, sd = defaults
-    return DataLoader(data, batch_size=min(given.get("batch_size", b), len(data)),
-                      shuffle=given.get("shuffle", s), seed=given.get("seed", sd))
+    b = min(given.get("batch_size", b), len(data))
+    if "batch_size" not in given:
+        b = -(-b // round_to) * round_to
+    return DataLoader(data, batch_size=b, shuffle=given.get("shuffle", s),
+                      seed=given.get("seed", sd))
 
 
 def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
-             loss_fn: LossFn | None = None, batch_size: int = 1000) -> dict[str, float]:
+             loss_fn: LossFn | None = None, batch_size: int = 1000,
+             mesh=None) -> dict[str, float]:
     """Loss and accuracy over a dataset in evaluation mode, without gradients.
 
     PyTorch's ``model.eval()`` + ``with torch.no_grad():`` loop: Dropout is off,
@@ -341,7 +373,10 @@ def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
       model_state: the model's non-parameter state (BatchNorm statistics).
       loss_fn: optional loss (``reduction=`` and ``mask=`` keywords); its mean
         is returned as ``"loss"``.
-      batch_size: examples per forward pass for arrays (memory, not results).
+      batch_size: examples per forward pass for arrays (memory, not results);
+        with ``mesh``, rounded up to a multiple of its device count.
+      mesh: evaluate on every device of a ``parallel.make_mesh()`` mesh, each
+        device a slice of every batch.
 
     Returns:
       ``{"accuracy": float}`` for class scores vs integer labels, plus
@@ -350,16 +385,23 @@ def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
     if isinstance(params, TrainState):
         params, model_state = params.params, params.model_state
     model_state = {} if model_state is None else model_state
-    loader = _as_loader(data, "data", defaults=(positive_int("batch_size", batch_size), False, 0))
+    loader = _as_loader(data, "data", defaults=(positive_int("batch_size", batch_size), False, 0),
+                        round_to=1 if mesh is None else mesh.size)
     indices, mask = loader.index_batches(0)
     arrays = loader.arrays
+    if mesh is not None:
+        params, model_state = parallel.replicate((params, model_state), mesh)
+        indices, mask = parallel.shard_batch((indices, mask), mesh, axis=1)
     if arrays is not None:
         x, y = _pair(arrays, "data")
-        totals = _eval_scan_jit(apply, loss_fn, params, model_state,
-                                (jnp.asarray(x), jnp.asarray(y)), indices, mask)
+        data = ((jnp.asarray(x), jnp.asarray(y)) if mesh is None
+                else parallel.replicate((x, y), mesh))
+        totals = _eval_scan_jit(apply, loss_fn, params, model_state, data, indices, mask)
     else:
         totals = None
-        for x, y, m in loader.iter_epoch(0, pad_last=True):
+        batches = (loader.iter_epoch(0, pad_last=True) if mesh is None
+                   else parallel.iter_epoch(loader, 0, mesh))
+        for x, y, m in batches:
             sums = _batch_sums_jit(apply, loss_fn, params, model_state, x, y, m)
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = dict(totals)
@@ -410,7 +452,7 @@ def _default_callbacks(check_finite, checkpoint_dir, keep, progress, log) -> lis
     return out
 
 
-def _run_epoch(runner, run: cb.Run, callbacks, state, epoch: int, val_loader) -> tuple:
+def _run_epoch(runner, run: cb.Run, callbacks, state, epoch: int, val_loader, mesh) -> tuple:
     """Train one epoch (``epoch`` counts from 1), validate, and build its history entry."""
     t0 = time.perf_counter()
     for c in callbacks:
@@ -428,7 +470,7 @@ def _run_epoch(runner, run: cb.Run, callbacks, state, epoch: int, val_loader) ->
     logs["train_seconds"] = time.perf_counter() - t0 - logs.get("compile_seconds", 0.0)
     logs["train_loss"] = float(np.sum(losses * counts) / np.sum(counts))
     if val_loader is not None:
-        val = evaluate(run.apply, state, val_loader, loss_fn=run.loss_fn)
+        val = evaluate(run.apply, state, val_loader, loss_fn=run.loss_fn, mesh=mesh)
         logs.update({f"val_{k}": v for k, v in val.items()})
     logs["seconds"] = time.perf_counter() - t0
     return state, logs
@@ -439,7 +481,7 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
         batch_size: int | None = None, shuffle: bool | None = None, seed: int | None = None,
         val_data=None, callbacks: Iterable[cb.Callback] = (), check_finite: bool = True,
         checkpoint_dir=None, keep: int = 3, resume: bool = False, config: dict | None = None,
-        progress: bool = True, log: Callable[[str], Any] | None = print,
+        progress: bool = True, log: Callable[[str], Any] | None = print, mesh=None,
         ) -> tuple[TrainState, list[dict]]:
     """Train for ``epochs`` epochs; return the final state and the per-epoch history.
 
@@ -469,6 +511,11 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
       progress: show a tqdm progress bar (the ``ProgressBar`` callback).
       log: called with one line per epoch (the ``EpochLog`` callback; ``None``
         for silence).
+      mesh: train data parallel on a ``parallel.make_mesh()`` mesh: the state
+        replicated, every batch split over the devices (``batch_size`` must
+        be a multiple of their number), the same steps. In a multi-process
+        run only process 0 checkpoints, resumes, logs and shows progress; the
+        others start from its state.
 
     Returns:
       ``(state, history)``; ``history[i]`` has ``epoch``, ``train_loss``,
@@ -484,9 +531,13 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
         positive_int("batch_size", batch_size)
     loader = _as_loader(train_data, "train_data", batch_size=batch_size, shuffle=shuffle,
                         seed=seed)
-    val_loader = None if val_data is None else _as_loader(val_data, "val_data",
-                                                          defaults=(1000, False, 0))
+    val_loader = None if val_data is None else _as_loader(
+        val_data, "val_data", defaults=(1000, False, 0), round_to=1 if mesh is None else mesh.size)
+    if mesh is not None:
+        parallel.check_batch_size(loader.batch_size, mesh)
     keep = positive_int("keep", keep)
+    if not parallel.is_primary():  # one process writes and prints, like DDP's rank 0
+        checkpoint_dir, progress, log = None, False, None
     callbacks = [*_default_callbacks(check_finite, checkpoint_dir, keep, progress, log),
                  *callbacks]
     with contextlib.ExitStack() as stack:
@@ -499,16 +550,19 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
             if resume:
                 state, start_epoch, history = _resume(checkpoint_dir, state, config,
                                                       log or (lambda _: None))
+        if mesh is not None:
+            state, start_epoch, history = parallel.start_from_primary(mesh, state, start_epoch,
+                                                                      history)
         run_index = 1 + max((e.get("run", 0) for e in history), default=-1)
         run = cb.Run(apply, loss_fn, optimizer, loader, epochs, start_epoch, history, config)
-        runner = make_epoch_runner(apply, loss_fn, optimizer, loader)
+        runner = make_epoch_runner(apply, loss_fn, optimizer, loader, mesh=mesh)
         started: list[cb.Callback] = []
         try:
             for c in callbacks:
                 c.on_train_begin(run)
                 started.append(c)
             for epoch in range(start_epoch + 1, epochs + 1):
-                state, logs = _run_epoch(runner, run, callbacks, state, epoch, val_loader)
+                state, logs = _run_epoch(runner, run, callbacks, state, epoch, val_loader, mesh)
                 logs["run"] = run_index
                 history.append(logs)
                 stop = [c.on_epoch_end(run, epoch, state, logs) for c in callbacks]
