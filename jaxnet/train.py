@@ -188,14 +188,15 @@ def make_epoch(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransform
     The whole epoch is one ``lax.scan`` over batches gathered on the device, so
     Python is not involved per step and it compiles once per data shape.
 
-    Args (of ``run_epoch``):
-      state: a ``TrainState``.
-      data: ``(x, y)`` device arrays holding the whole training set.
-      indices: ``(num_batches, batch_size)`` int32 example indices, e.g. from
-        ``DataLoader.index_batches(epoch)``.
-      mask: ``(num_batches, batch_size)`` bool, False on padding.
+    ``run_epoch``'s arguments:
 
-    Returns ``metrics["loss"]`` of shape ``(num_batches,)``.
+    * ``state``: a ``TrainState``.
+    * ``data``: ``(x, y)`` device arrays holding the whole training set.
+    * ``indices``: ``(num_batches, batch_size)`` int32 example indices, e.g.
+      from ``DataLoader.index_batches(epoch)``.
+    * ``mask``: ``(num_batches, batch_size)`` bool, False on padding.
+
+    It returns ``metrics["loss"]`` of shape ``(num_batches,)``.
     """
 
     def run_epoch(state: TrainState, data, indices, mask):
