@@ -111,6 +111,7 @@ _DTYPE = re.compile(r"[a-z][a-z0-9_]{0,31}", re.ASCII)
 MAX_MANIFEST_BYTES = 64 << 20  # a manifest is read whole only below this size
 MAX_JSON_DEPTH = 64  # nesting of a manifest (metadata included)
 _MAX_FILES = 100_000  # entries walked in one checkpoint
+MAX_STEP = 10**18
 _HOST = socket.gethostname()
 
 
@@ -162,6 +163,13 @@ def _step_name(step: int) -> str:
     return f"{_PREFIX}{step:08d}"
 
 
+def _check_step(step: Any) -> int:
+    step = non_negative_int("step", step)
+    if step >= MAX_STEP:
+        raise ValueError(f"step: expected an int below 10**18, got {step}")
+    return step
+
+
 def _why(e: BaseException) -> str:
     """``No space left on device (ENOSPC)`` for an OSError; the first line otherwise."""
     if isinstance(e, OSError) and e.errno:
@@ -191,8 +199,9 @@ def _scan_steps(path: Path, shown: str) -> list[int]:
     steps = []
     for entry in entries:
         match = _STEP_NAME.fullmatch(entry.name)
-        if not match or not entry.is_dir(follow_symlinks=False):
-            continue
+        if not match or entry.name != _step_name(int(match[1])) \
+                or not entry.is_dir(follow_symlinks=False):
+            continue  # only jaxnet's own spelling, e.g. step_00000003
         try:
             if stat.S_ISREG(os.lstat(os.path.join(entry.path, _MANIFEST)).st_mode):
                 steps.append(int(match[1]))
@@ -728,7 +737,7 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
     """
     import orbax.checkpoint as ocp
 
-    step = non_negative_int("step", step)
+    step = _check_step(step)
     if keep is not None and (not _is_int(keep) or keep < 1):
         raise ValueError(f"keep: expected a positive int or None, got {keep!r}")
     _check_metadata(metadata)
@@ -859,7 +868,7 @@ def _resolve(path: Path, shown: str, step: int | None) -> int:
         if not steps:
             raise CheckpointNotFoundError(f"no complete checkpoint in {shown}")
         return steps[-1]
-    step = non_negative_int("step", step)
+    step = _check_step(step)
     if step not in steps:
         raise CheckpointNotFoundError(f"no checkpoint for step {step} in {shown}; "
                                       f"complete steps: {steps}")

@@ -1,3 +1,4 @@
+import json
 import os
 import pickle
 
@@ -132,3 +133,38 @@ def test_numpy_leaves_and_plain_dicts(tmp_path):
     out = checkpoint.restore(tmp_path, like=tree)
     np.testing.assert_array_equal(out["a"], tree["a"])
     np.testing.assert_array_equal(out["b"]["c"], tree["b"]["c"])
+
+
+def test_format_1_checkpoints_still_restore(tmp_path):
+    """Checkpoints written before files carried their size (format /1) stay readable."""
+    final = checkpoint.save(tmp_path, make_state(), step=1)
+    manifest = json.loads((final / "manifest.json").read_text())
+    manifest["format"] = "jaxnet.checkpoint/1"
+    manifest["files"] = {rel: f["sha256"] for rel, f in manifest["files"].items()}
+    (final / "manifest.json").write_text(json.dumps(manifest))
+    assert fingerprint(checkpoint.restore(tmp_path, like=make_state())) == \
+        fingerprint(make_state())
+
+
+def test_relative_paths_and_messages_as_given(tmp_path):
+    os.chdir(tmp_path)
+    checkpoint.save("runs/a", make_state(), step=2)
+    assert checkpoint.all_steps("runs/a") == [2] == checkpoint.all_steps(tmp_path / "runs" / "a")
+    assert fingerprint(checkpoint.restore("runs/../runs/a", like=make_state())) == \
+        fingerprint(make_state())
+    with pytest.raises(checkpoint.CheckpointExistsError, match=r"^checkpoint runs/a/step_00000002 "
+                                                               r"already exists"):
+        checkpoint.save("runs/a", make_state(), step=2)
+
+
+def test_lock_is_reentrant_and_released(tmp_path):
+    with checkpoint.lock(tmp_path) as path:
+        assert path == tmp_path and (tmp_path / ".jaxnet-lock").is_file()
+        with checkpoint.lock(tmp_path):
+            checkpoint.save(tmp_path, make_state(), step=1)
+        assert (tmp_path / ".jaxnet-lock").is_file()
+    assert not (tmp_path / ".jaxnet-lock").exists()
+    record = {"host": "elsewhere", "pid": 1, "since": "then"}
+    (tmp_path / ".jaxnet-lock").write_text(json.dumps(record))
+    with pytest.raises(checkpoint.CheckpointLockedError, match="on host elsewhere"):
+        checkpoint.check_new_run(tmp_path, resume=True)

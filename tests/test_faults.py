@@ -600,6 +600,12 @@ CASES = [
         (ws / CK / "step_99999999999999999999").mkdir(),
         checkpoint.save(CK, STATE, step=2), checkpoint.all_steps(CK))[-1],
          check=lambda ws, steps: ok(steps == [1, 2])),
+    Case("step-names-only-in-jaxnet-spelling", lambda ws: (
+        (ws / CK / "step_1").mkdir(), (ws / CK / "step_000000000000000001").mkdir(),
+        shutil.copy(manifest_path(ws), ws / CK / "step_1"), checkpoint.all_steps(CK))[-1],
+         check=lambda ws, steps: ok(steps == [1])),
+    Case("save-step-too-large", lambda ws: checkpoint.save(CK, STATE, step=10**30),
+         ValueError, r"^step: expected an int below 10\*\*18, got 10{30}$"),
     Case("abandoned-jaxnet-work-folder-removed", lambda ws: (
         (ws / CK / (".jaxnet-tmp-" + "ab" * 16)).mkdir(),
         (ws / CK / (".jaxnet-tmp-" + "ab" * 16) / "jaxnet-owner.json").write_text(
