@@ -503,6 +503,19 @@ def _main(argv: list[str] | None, state: dict) -> int:
         print("jaxnet: error: out of memory; choose a smaller --batch-size or --hidden",
               file=sys.stderr)
         return 1
+    except RuntimeError as e:  # XLA's errors; only running out of memory is the user's
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        what = str(e).split("RESOURCE_EXHAUSTED:", 1)[-1].strip().splitlines()[0].rstrip(".")
+        print(f"jaxnet: error: out of memory on {_device_name()}: {what[:200]}; choose a "
+              f"smaller --batch-size or --hidden", file=sys.stderr)
+        return 1
+
+
+def _device_name() -> str:
+    import jax
+
+    return str(jax.devices()[0].device_kind)
 
 
 def main(argv: list[str] | None = None) -> int:

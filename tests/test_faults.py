@@ -465,6 +465,21 @@ def no_matplotlib(call):
     return run
 
 
+def out_of_memory(call):
+    """XLA failing to allocate (as a device that is too small does) during training."""
+    def run(ws):
+        from jaxnet import mnist
+
+        def train_mnist(*args, **kwargs):
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
+                               "1.20GiB.\nBufferAssignment OOM Debugging.")
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(mnist, "train_mnist", train_mnist)
+            return call(ws)
+    return run
+
+
 def stdout_has(*parts):
     def check(ws, stdout):
         for part in parts:
@@ -700,6 +715,9 @@ CASES = [
     Case("cli-val-split-too-big", cli_run(*TINY, "--val-split", "256"), CliFailed,
          r"^exit 2: jaxnet: error: --val-split: expected fewer than the 256 training images, "
          r"got 256$"),
+    Case("cli-device-out-of-memory", out_of_memory(cli_run(*TINY)), CliFailed,
+         r"^exit 1: jaxnet: error: out of memory on .*: Out of memory while trying to allocate "
+         r"1.20GiB; choose a smaller --batch-size or --hidden$"),
     Case("cli-model-too-big", cli_run(*TINY, "--hidden", "4000000,4000000"), CliFailed,
          r"^exit 2: jaxnet: error: --hidden: a 784-4000000-4000000-10 MLP needs about \d+\.\d "
          r"GB .*choose smaller layers$"),
