@@ -127,3 +127,23 @@ def test_resume_prints_this_runs_training_time_and_the_total(tmp_path, capsys, m
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["train_seconds"] == 2.0 and saved["train_seconds_total"] == 52.0
     assert saved["time_to_result_seconds"] < 50
+
+
+def test_a_second_signal_while_the_first_is_handled_is_ignored():
+    """The first SIGINT/SIGTERM raises; a second one (a double Ctrl-C while jaxnet cleans up
+    and prints its line) is ignored instead of raising a second traceback."""
+    import signal
+
+    from jaxnet import cli
+
+    state = {"signals": 0}
+    previous = cli._install_signal_handlers(state)
+    try:
+        handler = signal.getsignal(signal.SIGTERM)
+        with pytest.raises(KeyboardInterrupt) as info:
+            handler(signal.SIGTERM, None)
+        assert isinstance(info.value, cli._Terminated)
+        assert handler(signal.SIGINT, None) is None  # the second: ignored
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
