@@ -18,54 +18,77 @@ Modules (one concept each):
 * ``jaxnet.devices`` — what XLA will run on.
 * ``jaxnet.interop`` — PyTorch state dicts and ``.safetensors``/``.pt`` files in and out
   (``from_torch_state_dict``, ``to_torch_state_dict``, ``load``, ``save``); never unpickles.
+* ``jaxnet.parallel`` — data parallel over several devices and processes (``make_mesh``,
+  ``fit(..., mesh=)``, ``initialize_distributed``).
+* ``jaxnet.mnist`` — the capstone: ``train_mnist``, ``MnistConfig``, ``RECIPES``.
+
+Every module loads on first use: ``import jaxnet`` itself imports nothing heavy.
 
 Optimizers are optax's, used directly: ``optax.sgd``, ``optax.adam``.
 """
 
-from . import callbacks as callbacks
-from . import checkpoint as checkpoint
-from . import data as data
-from . import datasets as datasets
-from . import devices as devices
-from . import interop as interop
-from . import losses as losses
-from . import metrics as metrics
-from . import nn as nn
-from . import train as train
-from ._tree import fingerprint as fingerprint
-from .data import ArrayDataset as ArrayDataset
-from .data import DataLoader as DataLoader
-from .data import Dataset as Dataset
-from .data import random_split as random_split
-from .nn import MLP as MLP
-from .train import TrainState as TrainState
-from .train import evaluate as evaluate
-from .train import fit as fit
-from .train import make_epoch as make_epoch
-from .train import make_train_step as make_train_step
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "MLP",
-    "ArrayDataset",
-    "DataLoader",
-    "Dataset",
-    "TrainState",
-    "callbacks",
-    "checkpoint",
-    "data",
-    "datasets",
-    "devices",
-    "evaluate",
-    "fingerprint",
-    "fit",
-    "interop",
-    "losses",
-    "make_epoch",
-    "make_train_step",
-    "metrics",
-    "nn",
-    "random_split",
-    "train",
-]
+# The modules and names below load on first use (PEP 562), so `import jaxnet`
+# costs nothing until something is used, and the `jaxnet` command can install
+# its Ctrl-C handler before JAX starts loading.
+_SUBMODULES = ("callbacks", "checkpoint", "data", "datasets", "devices", "interop", "losses",
+               "metrics", "mnist", "nn", "parallel", "train")
+_NAMES = {
+    "MLP": "nn",
+    "ArrayDataset": "data",
+    "DataLoader": "data",
+    "Dataset": "data",
+    "random_split": "data",
+    "TrainState": "train",
+    "evaluate": "train",
+    "fit": "train",
+    "make_epoch": "train",
+    "make_train_step": "train",
+    "fingerprint": "_tree",
+}
+
+__all__ = sorted([*_SUBMODULES, *_NAMES], key=lambda name: (name[0].islower(), name))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _NAMES:
+        return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    raise AttributeError(f"module 'jaxnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return [*__all__, "__version__"]
+
+
+if TYPE_CHECKING:  # what static tools and IDEs see
+    from . import callbacks as callbacks
+    from . import checkpoint as checkpoint
+    from . import data as data
+    from . import datasets as datasets
+    from . import devices as devices
+    from . import interop as interop
+    from . import losses as losses
+    from . import metrics as metrics
+    from . import mnist as mnist
+    from . import nn as nn
+    from . import parallel as parallel
+    from . import train as train
+    from ._tree import fingerprint as fingerprint
+    from .data import ArrayDataset as ArrayDataset
+    from .data import DataLoader as DataLoader
+    from .data import Dataset as Dataset
+    from .data import random_split as random_split
+    from .nn import MLP as MLP
+    from .train import TrainState as TrainState
+    from .train import evaluate as evaluate
+    from .train import fit as fit
+    from .train import make_epoch as make_epoch
+    from .train import make_train_step as make_train_step

@@ -14,11 +14,31 @@ def test_public_api_is_listed():
 
 
 def test_import_does_not_load_heavy_extras():
-    code = ("import sys, jaxnet; heavy = [m for m in ('orbax', 'tqdm', 'matplotlib', "
-            "'tensorflow', 'tensorflow_datasets', 'torch') if m in sys.modules]; print(heavy)")
+    code = ("import sys, jaxnet; heavy = [m for m in ('jax', 'flax', 'optax', 'orbax', 'tqdm', "
+            "'matplotlib', 'tensorflow', 'tensorflow_datasets', 'torch', 'safetensors') "
+            "if m in sys.modules]; print(heavy); from jaxnet import nn, train; "
+            "heavy = [m for m in ('orbax', 'tqdm', 'matplotlib', 'tensorflow', 'torch', "
+            "'safetensors') if m in sys.modules]; print(heavy)")
     proc = run_python("-c", code)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    assert proc.stdout.split() == ["[]", "[]"]  # nothing until used; extras only when needed
+
+
+def test_ctrl_c_while_jax_is_still_loading_is_one_line(tmp_path, mnist_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "jaxnet", "train", "mnist", "--no-progress",
+                             "--data-dir", str(mnist_path)], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # start-up: importing jax/flax/optax or loading the data
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jaxnet: interrupted (SIGINT)"), err
 
 
 def test_devices_report():
