@@ -41,9 +41,15 @@ def docs(session):
 
 @nox.session
 def bench(session):
-    """jaxnet vs PyTorch on MNIST (same recipe, same machine, alternating runs)."""
-    session.install("-e", ".[torch]")
+    """jaxnet vs PyTorch, Flax NNX, Keras 3 and Equinox on MNIST, then the NaN guard's cost.
+
+    Same recipe, same machine, alternating fresh processes, the matmul ceiling
+    and the cost growth in the same run (``benchmarks/mnist_peers.py``; its
+    flags after ``--``). ``nox -s bench -- --quick`` checks that it all runs.
+    """
+    session.install("-e", ".[torch,bench]")
     session.env.setdefault("JAXNET_DATA_DIR", os.environ.get(
         "JAXNET_DATA_DIR", os.path.abspath("../shared/data/mnist")))
-    session.run("python", "benchmarks/mnist_vs_torch.py", *session.posargs)
-    session.run("python", "benchmarks/finite_guard.py")
+    session.run("python", "benchmarks/mnist_peers.py", *session.posargs)
+    quick = ["--quick"] if "--quick" in session.posargs else []
+    session.run("python", "benchmarks/finite_guard.py", *quick)

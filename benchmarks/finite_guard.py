@@ -5,7 +5,7 @@ off blocks alternating in one process (and in which goes first) so noise hits
 both; reports the median epoch time
 of each and their ratio (the guard should cost no more than a few percent).
 
-Run:  python benchmarks/finite_guard.py [--rounds 3]   (also part of nox -s bench)
+Run:  python benchmarks/finite_guard.py [--rounds 3] [--quick]   (also part of nox -s bench)
 """
 
 import argparse
@@ -25,7 +25,11 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per block")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--quick", action="store_true",
+                        help="check that it runs: 1 round of 2-epoch blocks (not a measurement)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.epochs = 1, 2
 
     data_dir = os.environ.get("JAXNET_DATA_DIR",
                               Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")

@@ -15,6 +15,7 @@ adds a per-batch pause in the consuming loop, like a training step running
 while the workers fetch the next batches.
 
 Run:  python benchmarks/loader_workers.py [--batches 20] [--repeats 3] [--json out.json]
+      (``--quick``: 4 batches, 1 repeat, to check that it runs)
 """
 
 from __future__ import annotations
@@ -119,7 +120,11 @@ def main(argv=None) -> int:
     parser.add_argument("--consume-ms", type=float, default=0.0,
                         help="pause per batch in the consuming loop, like a train step (0)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--quick", action="store_true",
+                        help="check that it runs: --batches 4 --repeats 1 (not a measurement)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.batches, args.repeats = 4, 1
     if args.batches < 1 or args.batch_size < 1 or args.repeats < 1 or args.consume_ms < 0:
         parser.error("--batches, --batch-size and --repeats must be >= 1, --consume-ms >= 0")
 

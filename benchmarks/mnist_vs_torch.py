@@ -14,7 +14,8 @@ so machine noise hits both. Reported:
 * ``import jaxnet`` vs ``import jax, flax, optax``.
 
 Run:  nox -s bench      or   python benchmarks/mnist_vs_torch.py [--rounds 2] [--json out.json]
-A quick check that it still runs: ``--rounds 1 --epochs 2`` (epochs overrides the recipe's).
+A quick check that it still runs: ``--quick`` (= ``--rounds 1 --epochs 2``).
+``benchmarks/mnist_peers.py`` (``nox -s bench``) runs this comparison and the JAX peers.
 (PyTorch comes from the ``torch`` extra: ``pip install torch==2.13.0``.)
 """
 
@@ -173,8 +174,12 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=None,
                         help="override the recipe's epochs (>= 2: epoch 1 includes compilation)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--quick", action="store_true",
+                        help="check that it runs: --rounds 1 --epochs 2 (not a measurement)")
     parser.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.quick and not args.worker:
+        args.rounds, args.epochs = 1, 2
     if args.epochs is not None and args.epochs < 2:
         parser.error(f"--epochs: expected at least 2 (the steady state is epochs 2..), "
                      f"got {args.epochs}")

@@ -1,6 +1,6 @@
 """Choose the MNIST `default` recipe on the validation split only (never on the test set).
 
-    python benchmarks/recipe_search.py --data-dir ../shared/data/mnist [--seeds 0 1 2]
+    python benchmarks/recipe_search.py --data-dir ../shared/data/mnist [--seeds 0 1 2] [--quick]
 
 Trains each candidate for 5 epochs on 55,000 images and ranks them by mean
 validation accuracy on the 5,000 held-out images (`MnistConfig.val_split`).
@@ -44,14 +44,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--quick", action="store_true",
+                        help="check that it runs: two candidates, one seed, one epoch "
+                             "(chooses nothing)")
     args = parser.parse_args()
+    candidates, epochs = CANDIDATES, None
+    if args.quick:
+        candidates, epochs, args.seeds = dict(list(CANDIDATES.items())[:2]), 1, args.seeds[:1]
     images, labels = datasets.load_mnist("train", args.data_dir)
     train = (images.reshape(len(images), -1), labels)
     no_test = (train[0][:1], train[1][:1])  # a placeholder: the test set is never loaded
-    print(f"validation accuracy after 5 epochs (mean over seeds {args.seeds}); {cpu_model()}")
+    print(f"validation accuracy after {epochs or BASE.epochs} epochs (mean over seeds "
+          f"{args.seeds}); {cpu_model()}" + ("; QUICK: checks that it runs" if args.quick else ""))
     rows = []
-    for name, config in CANDIDATES.items():
-        accs = [mnist.train_mnist(config.with_updates(seed=s), data=(train, no_test),
+    for name, config in candidates.items():
+        accs = [mnist.train_mnist(config.with_updates(seed=s, epochs=epochs),
+                                  data=(train, no_test),
                                   progress=False, log=None)["val_accuracy"]
                 for s in args.seeds]
         rows.append((statistics.mean(accs), name, accs))
