@@ -164,7 +164,7 @@ def build_model(config: MnistConfig) -> nn.MLP:
 def train_mnist(config: MnistConfig, *, data=None, data_dir=None, source: str = "idx",
                 checkpoint_dir=None, resume: bool = False, keep: int = 3,
                 check_finite: bool = True, progress: bool = True, log=print,
-                callbacks=()) -> dict:
+                callbacks=(), mesh=None) -> dict:
     """Train the MNIST MLP; return the results (see ``jaxnet train mnist --json``).
 
     Args:
@@ -176,13 +176,18 @@ def train_mnist(config: MnistConfig, *, data=None, data_dir=None, source: str = 
       check_finite: stop on a NaN/Inf loss or gradient.
       progress, log: progress bar and per-epoch lines.
       callbacks: extra ``jaxnet.callbacks.Callback`` objects for ``fit``.
+      mesh: train and evaluate data parallel over a ``parallel.make_mesh()``
+        mesh (``config.batch_size`` is the global batch; it must be a
+        multiple of the device count). In a multi-process run every process
+        calls this; process 0 alone logs and checkpoints.
 
     Returns:
       dict with ``test_accuracy``, ``test_loss``, ``val_accuracy`` (``None``
       without a validation split), ``epoch_seconds``, ``compile_seconds``,
       ``train_seconds`` (this process), ``train_seconds_total`` (every
       epoch, including those before a resume), ``params_fingerprint``,
-      ``history``, ``config`` and ``state`` (the final ``TrainState``).
+      ``history``, ``config``, ``devices`` (how many trained) and ``state``
+      (the final ``TrainState``).
     """
     (x_all, y_all), (x_test, y_test) = data if data is not None else load_data(data_dir, source)
     (x, y), val = split_validation(x_all, y_all, config.val_split, config.seed)
@@ -205,8 +210,8 @@ def train_mnist(config: MnistConfig, *, data=None, data_dir=None, source: str = 
                          batch_size=config.batch_size, seed=config.seed, val_data=val,
                          check_finite=check_finite, checkpoint_dir=checkpoint_dir, keep=keep,
                          resume=resume, config=config.to_json(steps),
-                         progress=progress, log=log, callbacks=callbacks)
-    test = evaluate(apply, state, (x_test, y_test), loss_fn=loss_fn)
+                         progress=progress, log=log, callbacks=callbacks, mesh=mesh)
+    test = evaluate(apply, state, (x_test, y_test), loss_fn=loss_fn, mesh=mesh)
     compile_s = [e["compile_seconds"] for e in history if "compile_seconds" in e]
     this_run = max((e.get("run", 0) for e in history), default=0)
     return {
@@ -221,5 +226,6 @@ def train_mnist(config: MnistConfig, *, data=None, data_dir=None, source: str = 
         "params_fingerprint": fingerprint(state.params),
         "history": history,
         "config": config.to_json(),
+        "devices": 1 if mesh is None else mesh.size,
         "state": state,
     }

@@ -41,6 +41,7 @@ multi-device code paths, not for speed (``benchmarks/parallel_epoch.py``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -60,13 +61,14 @@ __all__ = [
     "DistributedError",
     "broadcast_from_primary",
     "check_batch_size",
+    "describe",
     "end_process",
-    "explain_failure",
     "initialize_distributed",
     "is_primary",
     "iter_epoch",
     "local_rows",
     "make_mesh",
+    "peer_failures",
     "replicate",
     "setup_mesh",
     "shard_batch",
@@ -76,7 +78,7 @@ __all__ = [
 DATA_AXIS = "data"
 
 
-class DistributedError(RuntimeError):
+class DistributedError(ConnectionError):
     """A multi-process run could not start, or lost one of its processes."""
 
 
@@ -137,6 +139,17 @@ def make_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.array(chosen), (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 
+def describe(mesh: Mesh) -> str:
+    """``data parallel over 4 devices in 2 processes``.
+
+    >>> describe(make_mesh(1))
+    'data parallel over 1 device in 1 process'
+    """
+    n, p = mesh.size, len({d.process_index for d in mesh.devices.flat})
+    return (f"data parallel over {n} device{'s' if n > 1 else ''} in {p} "
+            f"process{'es' if p > 1 else ''}")
+
+
 def check_batch_size(batch_size: int, mesh: Mesh, *, name: str = "batch_size") -> int:
     """``batch_size`` if the mesh's devices split it evenly, else a ``ValueError`` naming
     the nearest sizes that work.
@@ -149,8 +162,8 @@ def check_batch_size(batch_size: int, mesh: Mesh, *, name: str = "batch_size") -
         below, above = batch_size // n * n, (batch_size // n + 1) * n
         sizes = " or ".join(str(s) for s in (below, above) if s > 0)
         raise ValueError(f"{name}: expected a multiple of the {n} devices of the mesh (each "
-                         f"device takes {name} / {n} rows of every batch), got {batch_size}; "
-                         f"use {sizes}, or a device count that divides {batch_size}")
+                         f"device takes 1/{n} of every batch), got {batch_size}; use {sizes}, "
+                         f"or a device count that divides {batch_size}")
     return batch_size
 
 
@@ -266,8 +279,9 @@ def broadcast_from_primary(tree: Any) -> Any:
     from jax.experimental import multihost_utils
 
     leaves, treedef = jax.tree.flatten(tree)
-    host = [np.ascontiguousarray(np.asarray(x)) for x in leaves]
-    raw = multihost_utils.broadcast_one_to_all([h.reshape(-1).view(np.uint8) for h in host])
+    host = [np.asarray(x) for x in leaves]
+    raw = multihost_utils.broadcast_one_to_all(
+        [np.ascontiguousarray(h).reshape(-1).view(np.uint8) for h in host])
     return jax.tree.unflatten(treedef, [np.asarray(r).view(h.dtype).reshape(h.shape)
                                         for r, h in zip(raw, host, strict=True)])
 
@@ -372,7 +386,7 @@ def initialize_distributed(coordinator_address: str | None = None,
                                    heartbeat_timeout_seconds=heartbeat_timeout_s)
     except (RuntimeError, ValueError, TypeError) as e:
         text = str(e)
-        if "before any JAX computations" in text:
+        if "before any JAX" in text:
             raise DistributedError("initialize_distributed: must run before any JAX "
                                    "computation in this process (jax.devices(), creating "
                                    "arrays...); call it first thing in your script") from None
@@ -421,27 +435,38 @@ def setup_mesh(devices: int | None = None, *, coordinator_address: str | None = 
 # --------------------------------------------------------------------------- failures
 
 
-def explain_failure(error: BaseException) -> str:
-    """One line for ``error``; a collective or coordination failure of a multi-process run
-    is said to mean that another process stopped."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    lost = ("Gloo", "Connection closed", "Connection reset", "heartbeat", "coordination service",
-            "DEADLINE_EXCEEDED")
-    if jax.process_count() > 1 and any(s in text for s in lost):
-        return (f"process {jax.process_index()} of {jax.process_count()}: another process of "
-                f"this run stopped or cannot be reached ({text[:300]}); restart all the "
-                f"processes (a run with checkpoints continues from its last one with --resume "
-                f"/ resume=True)")
-    return text
+_LOST = ("Gloo", "Connection closed", "Connection reset", "heartbeat", "coordination service",
+         "DEADLINE_EXCEEDED")
+
+
+@contextlib.contextmanager
+def peer_failures() -> Iterator[None]:
+    """Inside, a collective or coordination failure of a multi-process run becomes a
+    ``DistributedError`` saying that another process stopped (XLA's own message is
+    kept in parentheses)."""
+    try:
+        yield
+    except (RuntimeError, ValueError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, DistributedError) or jax.process_count() == 1 \
+                or not any(s in text for s in _LOST):
+            raise
+        raise DistributedError(
+            f"process {jax.process_index()} of {jax.process_count()}: another process of this "
+            f"run stopped or cannot be reached ({text[:300]}); restart all the processes (a "
+            f"run with checkpoints continues from its last one with --resume / "
+            f"resume=True)") from e
 
 
 def end_process(code: int) -> int:
-    """Return ``code``; in a multi-process run, end the process now with it instead.
+    """Return ``code``; but a failed (``code != 0``) process of a multi-process run ends
+    now, with that status.
 
-    After a failure, JAX's shutdown at exit would wait for every process (one
-    may be gone) and then abort with a stack trace; this skips it.
+    At exit JAX's shutdown waits for every process at a barrier (one may be
+    gone, or waiting for this one in a collective) and then aborts with a
+    stack trace; ending at once lets the others see the failure immediately.
     """
-    if jax.distributed.is_initialized() and jax.process_count() > 1:
+    if code and jax.distributed.is_initialized() and jax.process_count() > 1:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
