@@ -151,6 +151,21 @@ def _add_train_mnist(tasks) -> None:
                    help="allow --json/--plot to replace existing files")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
+    g = p.add_argument_group("data parallel over several devices or processes (jaxnet.parallel); "
+                             "process 0 alone prints and writes --json, --plot and checkpoints")
+    g.add_argument("--devices", type=_POSITIVE_INT, metavar="N",
+                   help="train on N devices, all processes together (default: 1, or every "
+                        "device of every process with --num-processes); --batch-size is the "
+                        "global batch, a multiple of N. On CPU the CPU is split into N devices "
+                        "(for testing; not faster)")
+    g.add_argument("--coordinator-address", metavar="HOST:PORT",
+                   help="process 0's host and a free port, the same in every process")
+    g.add_argument("--num-processes", type=_POSITIVE_INT, metavar="P",
+                   help="how many processes train together (one per host, or per GPU)")
+    g.add_argument("--process-id", type=_NON_NEGATIVE_INT, metavar="K",
+                   help="this process's index, 0 to P-1")
+    g.add_argument("--init-timeout", type=_POSITIVE_INT, default=300, metavar="SECONDS",
+                   help="how long to wait for every process to connect (300)")
 
 
 # --------------------------------------------------------------------------- checks before training
@@ -352,7 +367,7 @@ def _json_value(value: Any) -> Any:
 
 
 _FLAGS = {"epochs", "batch_size", "optimizer", "lr", "momentum", "schedule", "hidden", "seed",
-          "val_split"}
+          "val_split", "devices", "coordinator_address", "num_processes", "process_id"}
 
 
 def _as_flag_error(e: Exception) -> _FlagError:
@@ -387,7 +402,7 @@ def _start_time() -> float:
 
 
 def _train_mnist(args) -> int:
-    from . import devices
+    from . import devices, parallel
     from .mnist import RECIPES, load_data, train_mnist
 
     updates = dict(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
@@ -395,18 +410,32 @@ def _train_mnist(args) -> int:
                    hidden=args.hidden, seed=args.seed, val_split=args.val_split)
     try:
         config = RECIPES[args.recipe].with_updates(**updates)
+        mesh = parallel.setup_mesh(args.devices, coordinator_address=args.coordinator_address,
+                                   num_processes=args.num_processes, process_id=args.process_id,
+                                   timeout_s=args.init_timeout)
+        if mesh is not None:
+            parallel.check_batch_size(config.batch_size, mesh)
     except (ValueError, TypeError) as e:
         raise _as_flag_error(e) from None
+    if not parallel.is_primary():  # process 0 checks, prints and writes the outputs
+        with parallel.peer_failures():
+            train_mnist(config, data=load_data(args.data_dir, args.source), mesh=mesh,
+                        checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                        check_finite=args.check_finite, progress=False, log=None)
+        return 0
     outputs = _check_before_training(args)
     print(f"jaxnet: MNIST MLP 784-{'-'.join(map(str, config.hidden))}-10, recipe "
           f"{args.recipe}: {config.optimizer} lr {config.lr} ({config.schedule}), batch "
           f"{config.batch_size}, {config.epochs} epochs, validation split {config.val_split}, "
-          f"seed {config.seed}; {devices.describe()}", flush=True)
+          f"seed {config.seed}; {devices.describe()}"
+          + ("" if mesh is None else f"; {parallel.describe(mesh)}"), flush=True)
     data = load_data(args.data_dir, args.source)
     _check_fits(config, len(data[0][0]))
-    result = train_mnist(config, data=data, checkpoint_dir=args.checkpoint_dir,
-                         resume=args.resume, keep=args.keep, check_finite=args.check_finite,
-                         progress=args.progress, log=lambda line: print(line, flush=True))
+    with parallel.peer_failures():
+        result = train_mnist(config, data=data, checkpoint_dir=args.checkpoint_dir,
+                             resume=args.resume, keep=args.keep, check_finite=args.check_finite,
+                             progress=args.progress, log=lambda line: print(line, flush=True),
+                             mesh=mesh)
     elapsed = time.perf_counter() - args.start
     print(f"test accuracy: {result['test_accuracy']:.4f}", flush=True)
     train_s = result["train_seconds"]
@@ -421,7 +450,7 @@ def _train_mnist(args) -> int:
     if "json" in outputs:
         keys = ("test_accuracy", "test_loss", "val_accuracy", "epoch_seconds", "compile_seconds",
                 "train_seconds", "train_seconds_total", "params_fingerprint", "config",
-                "history")
+                "devices", "history")
         out = {k: result[k] for k in keys if k in result}
         out["time_to_result_seconds"] = elapsed
         text = json.dumps(out, indent=1, default=_json_value) + "\n"
@@ -526,7 +555,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         previous = _install_signal_handlers(state)
         undo_logs = _route_logs()
-        return _main(argv, state)
+        from .parallel import end_process
+
+        return end_process(_main(argv, state))  # a failed process of several ends at once
     except KeyboardInterrupt as e:
         state["signals"] = max(state["signals"], 1)  # from here on, a second signal is ignored
         terminated = isinstance(e, _Terminated)
