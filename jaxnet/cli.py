@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "JAX functions.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(commands)
+    _add_convert(commands)
     return parser
 
 
@@ -462,6 +463,83 @@ def _train_mnist(args) -> int:
                       lambda f: _plot(result["history"], f, args.plot_format))
         print(f"wrote {args.plot}")
     return 0
+
+
+# --------------------------------------------------------------------------- jaxnet convert
+
+_CONVERT_CONFIG_FLAGS = ("recipe", "hidden", "epochs", "batch_size", "optimizer", "lr",
+                         "momentum", "schedule", "seed", "val_split")
+
+
+def _add_convert(commands) -> None:
+    """``jaxnet convert SOURCE --to DESTINATION``: PyTorch state dicts <-> checkpoints."""
+    p = commands.add_parser(
+        "convert", help="a PyTorch state dict to a jaxnet checkpoint, and back",
+        description="Convert the MNIST MLP between a PyTorch state dict (.pt/.pth/.bin, read "
+        "only with torch.load(weights_only=True); or .safetensors, no PyTorch needed) and a "
+        "jaxnet train mnist checkpoint folder, or between the two file formats. A converted "
+        "checkpoint holds the weights and a fresh optimizer state (a state dict has none) at "
+        "epoch --trained-epochs: continue it with jaxnet train mnist --checkpoint-dir DIR "
+        "--resume and the same settings.")
+    p.set_defaults(run=_convert, parser=p)
+    p.add_argument("source", help="model.pt|.pth|.bin|.safetensors, or a checkpoint folder")
+    p.add_argument("--to", dest="destination", required=True, metavar="DESTINATION",
+                   help="a new or empty checkpoint folder, or a .safetensors/.pt file")
+    g = p.add_argument_group("the model and its training settings, as for jaxnet train mnist "
+                             "(a checkpoint source has them in its saved config)")
+    g.add_argument("--recipe", choices=["default", "course"],
+                   help="default: logits out; course: log-softmax out (NLL loss)")
+    g.add_argument("--hidden", type=_hidden, help="hidden layer sizes, e.g. 512,256")
+    g.add_argument("--epochs", type=_POSITIVE_INT)
+    g.add_argument("--batch-size", type=_POSITIVE_INT)
+    g.add_argument("--optimizer", choices=["adam", "sgd"])
+    g.add_argument("--lr", type=_POSITIVE_FLOAT)
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--schedule", choices=["constant", "warmup_cosine"])
+    g.add_argument("--seed", type=_SEED)
+    g.add_argument("--val-split", type=_NON_NEGATIVE_INT)
+    p.add_argument("--trained-epochs", type=_NON_NEGATIVE_INT, default=0, metavar="N",
+                   help="record the weights as N epochs trained (default 0); --resume with "
+                   "--epochs N then only evaluates them")
+    p.add_argument("--step", type=_NON_NEGATIVE_INT,
+                   help="which checkpoint of a source folder (default the newest)")
+    p.add_argument("--key", help="the state dict's entry in a .pt training-checkpoint dict, "
+                   "e.g. model_state_dict")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --to file")
+
+
+def _convert(args) -> int:
+    from . import interop
+
+    given = [f for f in _CONVERT_CONFIG_FLAGS if getattr(args, f) is not None]
+    config = None
+    if given:
+        from .mnist import RECIPES
+
+        try:
+            config = RECIPES[args.recipe or "default"].with_updates(
+                **{f: getattr(args, f) for f in given if f != "recipe"})
+        except (ValueError, TypeError) as e:
+            raise _as_flag_error(e) from None
+    result = interop.convert(args.source, args.destination, config=config,
+                             trained_epochs=args.trained_epochs, step=args.step, key=args.key,
+                             overwrite=args.overwrite)
+    what = f"{result['arrays']} arrays, {result['params']:,} values"
+    if result["config"] is not None:
+        what = f"MLP 784-{'-'.join(map(str, result['config'].hidden))}-10, {what}"
+    print(f"converted {args.source} -> {args.destination} ({what})")
+    if result["direction"] == "file->checkpoint":
+        c = result["config"]
+        flags = [f"--recipe {args.recipe or 'default'}", f"--epochs {c.epochs}"]
+        flags += [f"--{f.replace('_', '-')} "
+                  + (",".join(map(str, v)) if isinstance(v := getattr(args, f), tuple) else str(v))
+                  for f in given if f not in ("recipe", "epochs")]
+        evaluate = (f" (or, with --epochs {result['epoch']}, only evaluate)"
+                    if result["epoch"] else "")
+        print(f"epoch {result['epoch']}, fresh optimizer state; continue{evaluate} with: jaxnet "
+              f"train mnist --checkpoint-dir {args.destination} --resume {' '.join(flags)}")
+    return 0
+
 
 
 # --------------------------------------------------------------------------- main
