@@ -762,8 +762,9 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
             build = work / name
             build.mkdir()
             with _quiet_orbax():
-                ocp.Checkpointer(ocp.StandardCheckpointHandler()).save(
-                    build / "arrays", args=ocp.args.StandardSave(_flat(leaves)))
+                _checkpointer(ocp).save(
+                    build / "arrays",
+                    args=ocp.args.StandardSave(_flat([_host_local(x) for x in leaves])))
             manifest = {"format": FORMAT, "step": step, "leaves": entries,
                         "files": _file_records(build), "metadata": metadata or {}}
             _write_new(build / _MANIFEST, json.dumps(manifest, indent=1).encode())
@@ -856,6 +857,27 @@ def check_new_run(directory, *, resume: bool, name: str = "checkpoint_dir",
 
 
 # --------------------------------------------------------------------------- restore
+
+
+def _checkpointer(ocp):
+    """Orbax's checkpointer for this process alone.
+
+    In a multi-process run one process (process 0, see ``jaxnet.parallel``)
+    saves and restores; by default orbax would wait at barriers for all the
+    others, which never come (a hang).
+    """
+    me = jax.process_index()
+    options = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    return ocp.Checkpointer(ocp.StandardCheckpointHandler(multiprocessing_options=options),
+                            multiprocessing_options=options)
+
+
+def _host_local(x):
+    """What orbax is given to write: in a multi-process run a numpy copy (orbax refuses
+    arrays that are not global, and a global one would need every process)."""
+    if jax.process_count() > 1 and isinstance(x, jax.Array):
+        return np.asarray(x)  # a replicated global array: this process's full copy
+    return x
 
 
 def _flat(leaves: list) -> dict[str, Any]:
@@ -1028,7 +1050,9 @@ def _check_like(shown_step: str, manifest: dict, like: Any) -> list:
     return leaves
 
 
-def _target(x) -> jax.ShapeDtypeStruct:
+def _target(x) -> jax.ShapeDtypeStruct | np.ndarray:
+    if jax.process_count() > 1:  # restored as numpy, by this process alone (see _checkpointer)
+        return np.zeros(np.shape(x), jnp.asarray(x).dtype)
     sharding = getattr(x, "sharding", None)
     if not isinstance(sharding, jax.sharding.Sharding):
         sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -1047,7 +1071,7 @@ def _restore(path: Path, shown: str, like: Any, step: int) -> tuple[Any, dict]:
         target = {k: _target(x) for k, x in _flat(leaves).items()}
         try:
             with _quiet_orbax():
-                restored = ocp.Checkpointer(ocp.StandardCheckpointHandler()).restore(
+                restored = _checkpointer(ocp).restore(
                     step_path / "arrays", args=ocp.args.StandardRestore(target))
         except Exception as e:  # orbax/tensorstore raise many types for damaged data
             raise CheckpointCorruptError(f"checkpoint {shown_step}: could not read arrays: "
