@@ -72,11 +72,7 @@ extensions = [
 
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
 root_doc = "index"
-# _legacy/ holds the old plain-Markdown pages, still executed by tests/test_docs.py
-# until they are rewritten as notebook chapters; _drafts/ holds pages not yet
-# placed in a chapter. Neither is part of the site.
-exclude_patterns = ["_build", "_legacy", "_drafts", "Thumbs.db", ".DS_Store",
-                    "**.ipynb_checkpoints"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
 
 # --- myst-nb: execute every notebook on every build --------------------------
 nb_execution_mode = "force"

@@ -1,4 +1,4 @@
-"""The docs' code runs: every code cell of every notebook page, and every block of the legacy pages.
+"""The docs' code runs: every code cell of every notebook page, in order.
 
 The site build (``nox -s docs``) executes the notebooks too, in a Jupyter
 kernel; this test runs the same cells in-process, under the suite's strict
@@ -7,8 +7,14 @@ warning filters, so a broken cell fails ``pytest`` without Sphinx installed.
 * Notebook pages (``docs/*.md`` with a ``kernelspec``): each ``{code-cell}``, in
   order, in one namespace per page. A cell tagged ``raises-exception`` must
   raise (the page shows that error on purpose).
-* Legacy pages (``docs/_legacy/*.md``, plain Markdown not yet in the site): each
-  ``python`` block, in order, in one namespace per page.
+* Pages that configure JAX before its first computation (``08_devices``
+  splits the CPU into several XLA devices) run in a fresh interpreter, with
+  warnings as errors, since JAX already runs in this one.
+* Pages that read MNIST find it as a user's run does, through
+  ``$JAXNET_DATA_DIR`` (set here to the suite's copy; skipped without one).
+
+Every test checks that all of the page's cells ran, and the cells this parser
+finds are checked against the ones myst-nb executes (when myst-nb is installed).
 """
 
 import re
@@ -17,6 +23,8 @@ from pathlib import Path
 import matplotlib
 import pytest
 
+from conftest import run_python
+
 matplotlib.use("Agg")
 
 DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
@@ -24,14 +32,15 @@ DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
 # The site's pages that are not notebooks (no executed cells; their ```python
 # blocks are illustrations, such as the cheat sheet's imports).
 PLAIN_PAGES = {"index", "api", "pytorch_cheatsheet"}
-NOTEBOOK_PAGES = {"01_tensors", "02_autograd", "gotchas"}
-LEGACY_PAGES = {"02_models", "03_losses_and_optimizers", "04_data", "05_training_loop",
-                "06_saving_and_loading", "07_mnist", "08_devices"}
+NOTEBOOK_PAGES = {"01_tensors", "02_autograd", "03_models", "04_data", "05_training",
+                  "06_evaluation", "07_saving_and_loading", "08_devices", "09_mnist", "gotchas"}
+FRESH_PROCESS_PAGES = {"08_devices"}
+MNIST_PAGES = {"09_mnist"}
 
 NOTEBOOKS = sorted(p for p in DOCS_DIR.glob("*.md") if p.stem not in PLAIN_PAGES)
-LEGACY = sorted((DOCS_DIR / "_legacy").glob("[0-9]*.md"))
 
 _CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```\s*$", flags=re.S | re.M)
+_CELL_START = re.compile(r"^```\{code-cell\}", flags=re.M)
 
 
 def code_cells(page: Path) -> list[tuple[str, set[str]]]:
@@ -57,24 +66,52 @@ def code_cells(page: Path) -> list[tuple[str, set[str]]]:
     return cells
 
 
-def python_blocks(page: Path) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
-
-
 def is_notebook(page: Path) -> bool:
     return page.read_text().startswith("---\n") and "kernelspec:" in page.read_text()
+
+
+def run_page(page: Path) -> int:
+    """Execute the page's cells in order, in one namespace; return how many ran."""
+    namespace: dict = {"__name__": f"docs_{page.stem}"}
+    ran = 0
+    for i, (source, tags) in enumerate(code_cells(page)):
+        code = compile(source, f"{page.name}[cell {i}]", "exec")
+        if "raises-exception" in tags:
+            with pytest.raises(Exception):  # noqa: B017 - any error: the page shows it
+                exec(code, namespace)
+        else:
+            try:
+                exec(code, namespace)
+            except Exception as e:  # pragma: no cover - the message is the point
+                raise AssertionError(f"{page.name} cell {i} failed: {e!r}\n{source}") from e
+        ran += 1
+    return ran
 
 
 def test_the_pages_are_the_ones_listed():
     """A page added, renamed or removed shows up here, so the lists above stay honest."""
     assert {p.stem for p in NOTEBOOKS} == NOTEBOOK_PAGES
-    assert {p.stem for p in LEGACY} == LEGACY_PAGES
     assert {p.stem for p in DOCS_DIR.glob("*.md")} == NOTEBOOK_PAGES | PLAIN_PAGES
+    assert FRESH_PROCESS_PAGES | MNIST_PAGES <= NOTEBOOK_PAGES
     for page in NOTEBOOKS:
         assert is_notebook(page), f"{page.name}: no jupytext/kernelspec front matter"
         assert code_cells(page), f"{page.name}: no code cells"
-    for page in LEGACY:
-        assert python_blocks(page), f"{page.name}: no python blocks"
+
+
+@pytest.mark.parametrize("page", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_code_cell_is_found(page):
+    """The parser finds every ``{code-cell}`` of the page, and (with myst-nb installed)
+    exactly the code cells, with the sources, that the site build executes."""
+    cells = code_cells(page)
+    assert len(cells) == len(_CELL_START.findall(page.read_text()))
+    try:
+        from myst_nb.core.read import read_myst_markdown_notebook
+    except ImportError:
+        return  # the docs extra is not installed; the count above still holds
+    notebook = read_myst_markdown_notebook(page.read_text())
+    built = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert [source.strip() for source, _ in cells] == [cell.source.strip() for cell in built]
+    assert [tags for _, tags in cells] == [set(cell.metadata.get("tags", [])) for cell in built]
 
 
 def test_cell_parser_reads_options(tmp_path):
@@ -86,33 +123,32 @@ def test_cell_parser_reads_options(tmp_path):
     cells = code_cells(page)
     assert [tags for _, tags in cells] == [{"raises-exception"}, {"hide-input"}, set()]
     assert [src.strip() for src, _ in cells] == ["1 / 0", "x = 1", "print(2)"]
+    assert run_page(page) == 3
 
 
 @pytest.mark.parametrize("page", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(page, monkeypatch, tmp_path, capsys):
+def test_notebook_runs(page, request, monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": f"docs_{page.stem}"}
-    for i, (source, tags) in enumerate(code_cells(page)):
-        code = compile(source, f"{page.name}[cell {i}]", "exec")
-        if "raises-exception" in tags:
-            with pytest.raises(Exception):  # noqa: B017 - any error: the page shows it
-                exec(code, namespace)
-            continue
-        try:
-            exec(code, namespace)
-        except Exception as e:  # pragma: no cover - the message is the point
-            raise AssertionError(f"{page.name} cell {i} failed: {e!r}\n{source}") from e
+    if page.stem in MNIST_PAGES:
+        monkeypatch.setenv("JAXNET_DATA_DIR", str(request.getfixturevalue("mnist_path")))
+    n_cells = len(code_cells(page))
+    if page.stem in FRESH_PROCESS_PAGES:
+        script = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+                  "from test_docs import run_page; "
+                  "print('cells run:', run_page(Path(sys.argv[2])))")
+        proc = run_python("-W", "error", "-c", script, str(Path(__file__).parent), str(page),
+                          env={"MPLBACKEND": "Agg"}, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.rstrip().endswith(f"cells run: {n_cells}"), proc.stdout[-2000:]
+        return
+    assert run_page(page) == n_cells
     assert capsys.readouterr().out  # every page shows its results
 
 
-@pytest.mark.parametrize("page", LEGACY, ids=[p.stem for p in LEGACY])
-def test_legacy_page_runs(page, mnist_path, monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("JAXNET_DATA_DIR", str(mnist_path))
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": f"docs_{page.stem}"}
-    for i, block in enumerate(python_blocks(page)):
-        try:
-            exec(compile(block, f"{page.name}[block {i}]", "exec"), namespace)
-        except Exception as e:  # pragma: no cover - the message is the point
-            raise AssertionError(f"{page.name} block {i} failed: {e!r}\n{block}") from e
-    assert capsys.readouterr().out  # every page shows its results
+def test_fresh_process_pages_need_it():
+    """``08_devices`` configures JAX before its first computation, which this process is past."""
+    import jax
+
+    jax.devices()
+    with pytest.raises(RuntimeError):
+        jax.config.update("jax_num_cpu_devices", 4)
