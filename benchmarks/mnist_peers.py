@@ -19,14 +19,17 @@ machine noise hits them all. Reported in one table:
 then the issue's targets against the per-round numbers, and the cost growth:
 steady-state epoch of jaxnet and PyTorch for batch sizes 64, 256, 1024, 8192
 and hidden widths 512 (784-512-256-10) and 2048 (784-2048-1024-10), as a
-table and a plot (``cost_growth.png``); the numbers go to ``mnist_peers.json``.
+table and a plot (``cost_growth.png``). The numbers go to ``mnist_peers.json``
+and ``cost_growth.json`` beside the plot.
 
 The machine must be quiet: a full run starts only when the 1-minute load
 average is below ``--max-start-load`` (1.5; ``--wait`` waits for that) and
 stops if it rises above ``--max-load`` (3.0; the benchmark itself adds ~2 on
 two cores) while the peers run. ``--quick`` (1 round, 2 epochs, a corner of
 the grid, no load gate, results in ``benchmarks/results/quick/``) only checks
-that everything runs: its numbers are not measurements.
+that everything runs: its numbers are not measurements. A section (the
+table, the cost growth) during which the load rose is reported as stopped
+and not written; the exit status is then 3 (2: the machine was never quiet).
 
 Run:  nox -s bench      or   python benchmarks/mnist_peers.py [--quick] [--rounds 2]
 (the peers' packages: ``pip install -e .[torch,bench]``)
@@ -294,6 +297,8 @@ def print_table(summary: dict, ceiling: float, gflop: float) -> None:
               f"{jx['time_to_result_s'] / s['time_to_result_s']:.2f} | "
               f"{jx['peak_rss_mib'] / s['peak_rss_mib']:.2f} |")
     print(f"\none epoch = {gflop:.1f} GFLOP; ceiling {ceiling:.0f} GFLOP/s")
+    if any(s["share_of_ceiling"] > 1 for s in summary.values()):
+        print("a share above 100%: the ceiling was measured while the machine was busy")
 
 
 def print_grid(grid: list[dict]) -> None:
@@ -373,7 +378,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", help="MNIST IDX folder ($JAXNET_DATA_DIR or "
                                            "../shared/data/mnist)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="folder for mnist_peers.json and cost_growth.png "
+                        help="folder for mnist_peers.json, cost_growth.json/.png "
                              "(benchmarks/results, or benchmarks/results/quick with --quick)")
     parser.add_argument("--max-start-load", type=float, default=1.5,
                         help="start only below this 1-minute load average (1.5)")
@@ -415,34 +420,33 @@ def main(argv=None) -> int:
               f"--wait SECONDS, or --quick to check that it runs.")
         return 2
 
-    def check_load(watch: LoadWatch) -> None:
-        if not args.quick and watch.max > args.max_load:
-            raise SystemExit(f"stopped: the load average rose to {watch.max:.2f} > "
-                             f"{args.max_load} during the run; no numbers recorded")
+    class TooLoaded(Exception):
+        pass
 
-    result = {"date": date, "quick": args.quick, "cpu": cpu, "python": platform.python_version(),
-              "recipe": {"lr": 0.01, "batch_size": 64, "epochs": epochs, "hidden": [512, 256]},
-              "rounds": rounds}
-    with LoadWatch() as watch:
-        ceilings = [matmul_ceiling()]
-        summary, runs = {}, {p.key: [] for p in peers}
-        if not args.no_table:
-            print(f"\n{rounds} round(s), {epochs} epochs, course recipe; order rotates per round",
-                  flush=True)
-            for r in range(rounds):
-                for peer in peers[r % len(peers):] + peers[:r % len(peers)]:
-                    res = run_peer(peer, epochs=epochs, batch_size=64, hidden=[512, 256],
-                                   seed=args.seed + r, data_dir=args.data_dir)
-                    res["load_after"] = os.getloadavg()[0]
-                    runs[peer.key].append(res)
-                    print(f"round {r + 1} {peer.key:8s} epochs "
-                          + " ".join(f"{s:.2f}" for s in res["epochs"])
-                          + f" s; accuracy {res['test_accuracy']:.4f}; first result "
-                            f"{res['time_to_result_s']:.1f} s; peak "
-                            f"{res['peak_rss_mib']:.0f} MiB; load {res['load_after']:.2f}",
-                          flush=True)
-                    check_load(watch)
-        grid = []
+    section_start = [0]  # the first load sample of the running section
+
+    def check_load(watch: LoadWatch) -> None:
+        seen = max([*watch.samples[section_start[0]:], os.getloadavg()[0]])
+        if not args.quick and seen > args.max_load:
+            raise TooLoaded(f"the load average rose to {seen:.2f} > {args.max_load}")
+
+    def run_table(runs: dict) -> None:
+        print(f"\n{rounds} round(s), {epochs} epochs, course recipe; order rotates per round",
+              flush=True)
+        for r in range(rounds):
+            for peer in peers[r % len(peers):] + peers[:r % len(peers)]:
+                res = run_peer(peer, epochs=epochs, batch_size=64, hidden=[512, 256],
+                               seed=args.seed + r, data_dir=args.data_dir)
+                res["load_after"] = os.getloadavg()[0]
+                runs[peer.key].append(res)
+                print(f"round {r + 1} {peer.key:8s} epochs "
+                      + " ".join(f"{s:.2f}" for s in res["epochs"])
+                      + f" s; accuracy {res['test_accuracy']:.4f}; first result "
+                        f"{res['time_to_result_s']:.1f} s; peak {res['peak_rss_mib']:.0f} MiB; "
+                        f"load {res['load_after']:.2f}", flush=True)
+                check_load(watch)
+
+    def run_grid(grid: list) -> None:
         for i, (batch, width) in enumerate(grid_cells):
             cell = {"batch_size": batch, "hidden": hidden_of(width)}
             pair = ("jaxnet", "pytorch") if i % 2 == 0 else ("pytorch", "jaxnet")
@@ -455,13 +459,30 @@ def main(argv=None) -> int:
             print(f"grid hidden {width} batch {batch}: jaxnet {cell['jaxnet_s']:.2f} s, "
                   f"PyTorch {cell['pytorch_s']:.2f} s; load {os.getloadavg()[0]:.2f}", flush=True)
             grid.append(cell)
+
+    # Each section is kept only if the machine stayed quiet all through it.
+    runs, grid, stopped = {p.key: [] for p in peers}, [], {}
+    with LoadWatch() as watch:
+        ceilings = [matmul_ceiling()]
+        for name, section, output, wanted in (("table", run_table, runs, not args.no_table),
+                                              ("grid", run_grid, grid, bool(grid_cells))):
+            if not wanted:
+                continue
+            section_start[0] = len(watch.samples)
+            try:
+                section(output)
+            except TooLoaded as why:
+                stopped[name] = str(why)
+                print(f"{name}: stopped, {why}; its numbers are not recorded", flush=True)
         if not args.quick:
             ceilings.append(matmul_ceiling())
     ceiling_by_lib = {k: max(c.get(k, 0.0) for c in ceilings) for k in ceilings[0]}
     ceiling = max(ceiling_by_lib.values())
     load = {"start": start_load, "max": watch.max,
             "median": statistics.median(watch.samples) if watch.samples else start_load}
-    result.update(load_average=load, matmul_ceiling_gflops=ceiling_by_lib, ceiling_gflops=ceiling)
+    header = {"date": date, "quick": args.quick, "cpu": cpu, "python": platform.python_version(),
+              "load_average": load, "matmul_ceiling_gflops": ceiling_by_lib,
+              "ceiling_gflops": ceiling}
 
     print(f"\nCPU: {describe_cpu(cpu)}")
     print("matmul ceiling (2048^3 fp32, best of 5): "
@@ -470,36 +491,44 @@ def main(argv=None) -> int:
     print(f"{date}; 1-minute load average: start {load['start']:.2f}, median "
           f"{load['median']:.2f}, max {load['max']:.2f} (the benchmark itself adds ~2)"
           + ("\nQUICK: these numbers only show that everything runs" if args.quick else ""))
-    if not args.no_table:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if not args.no_table and "table" not in stopped:
         gflop = epoch_gflop([512, 256])
         summary = {k: summarize(v, gflop, ceiling) for k, v in runs.items()}
         print_table(summary, ceiling, gflop)
         rows = targets(summary, ceiling, gflop, rounds)
         print("\n| target (issue 11) | per round | verdict |\n|---|---|---|")
         for row in rows:
-            print(f"| {row['target']} | "
-                  + " / ".join(row.pop("fmt").format(v) for v in row["values"])
+            fmt = row.pop("fmt")
+            print(f"| {row['target']} | " + " / ".join(fmt.format(v) for v in row["values"])
                   + f" | {row['verdict']} |")
-        result.update(epoch_gflop=gflop, peers=summary, targets=rows)
-    if grid:
+        written.append(write_json(out_dir / "mnist_peers.json", {
+            **header, "recipe": {"lr": 0.01, "batch_size": 64, "epochs": epochs,
+                                 "hidden": [512, 256]},
+            "rounds": rounds, "epoch_gflop": gflop, "peers": summary, "targets": rows}))
+    if grid and "grid" not in stopped:
         for c in grid:
             g = epoch_gflop(c["hidden"])
             c.update(gflop=g, jaxnet_share=g / c["jaxnet_s"] / ceiling,
                      pytorch_share=g / c["pytorch_s"] / ceiling)
         print_grid(grid)
-        result["cost_growth"] = grid
         title = (f"MNIST MLP epoch, jaxnet vs PyTorch ({cpu['model_name']}, {cpu['cores']} "
                  f"cores, {date[:10]})" + (" — QUICK, not a measurement" if args.quick else ""))
-        png = out_dir / "cost_growth.png"
-        if plot_grid(grid, ceiling, png, title):
-            print(f"plot: {png}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "mnist_peers.json"
+        if plot_grid(grid, ceiling, out_dir / "cost_growth.png", title):
+            written.append(out_dir / "cost_growth.png")
+        written.append(write_json(out_dir / "cost_growth.json",
+                                  {**header, "epochs": grid_epochs, "cells": grid}))
+    for path in written:
+        print(f"wrote {path}")
+    return 3 if stopped else 0
+
+
+def write_json(path: Path, data: dict) -> Path:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
     os.replace(tmp, path)
-    print(f"numbers: {path}")
-    return 0
+    return path
 
 
 if __name__ == "__main__":
