@@ -23,13 +23,18 @@ table and a plot (``cost_growth.png``). The numbers go to ``mnist_peers.json``
 and ``cost_growth.json`` beside the plot.
 
 The machine must be quiet: a full run starts only when the 1-minute load
-average is below ``--max-start-load`` (1.5; ``--wait`` waits for that) and
-stops if it rises above ``--max-load`` (3.0; the benchmark itself adds ~2 on
-two cores) while the peers run. ``--quick`` (1 round, 2 epochs, a corner of
-the grid, no load gate, results in ``benchmarks/results/quick/``) only checks
-that everything runs: its numbers are not measurements. A section (the
-table, the cost growth) during which the load rose is reported as stopped
-and not written; the exit status is then 3 (2: the machine was never quiet).
+average is below ``--max-start-load`` (1.5). A peer's run is kept only if the
+load average stayed at most ``--max-load`` (3.0; the benchmark itself adds
+~2 on two cores) and other processes used at most ``--max-other-cpu`` cores
+(0.5; the machine's busy time from /proc/stat less the peer's own) while it
+ran; otherwise it is rerun once the machine is quiet again, waiting at most
+``--wait`` seconds in all. A section (the table, the cost growth) that cannot
+be measured so is reported as stopped and not written; the exit status is
+then 3 (2: the machine was never quiet). The JSON files record the load, the
+other processes' CPU and jaxnet's commit (and uncommitted files) with the
+numbers. ``--quick`` (1 round, 2 epochs, a corner of the grid, no gate,
+results in ``benchmarks/results/quick/``) only checks that everything runs:
+its numbers are not measurements.
 
 Run:  nox -s bench      or   python benchmarks/mnist_peers.py [--quick] [--rounds 2]
 (the peers' packages: ``pip install -e .[torch,bench]``)
@@ -188,9 +193,22 @@ def matmul_ceiling(n: int = 2048) -> dict:
 
 # ------------------------------------------------------------------ the peers
 
+def cpu_seconds() -> tuple[float, float]:
+    """``(busy, steal)`` CPU seconds of the whole machine so far (``/proc/stat``; 0 elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0, 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
 def run_peer(peer: Peer, *, epochs: int, batch_size: int, hidden, seed: int,
              data_dir: str | None) -> dict:
-    """Run one peer in a fresh process: its epochs, accuracy, time to first result, peak RSS."""
+    """Run one peer in a fresh process: its epochs, accuracy, time to first result, peak RSS,
+    and how many cores other processes used meanwhile (the machine's busy time less the
+    peer's and this process's) and the hypervisor stole."""
     cmd = [sys.executable, str(PEERS_DIR / peer.script), "--epochs", str(epochs),
            "--batch-size", str(batch_size), "--hidden", *map(str, hidden), "--seed", str(seed)]
     if data_dir:
@@ -198,6 +216,8 @@ def run_peer(peer: Peer, *, epochs: int, batch_size: int, hidden, seed: int,
     out = {"peer": peer.key, "epochs": [], "seed": seed, "batch_size": batch_size,
            "hidden": list(hidden)}
     with tempfile.TemporaryFile("w+") as err:
+        busy0, steal0 = cpu_seconds()
+        mine0 = sum(os.times()[:2])
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
                                 env={**os.environ, **peer.env})
@@ -213,6 +233,11 @@ def run_peer(peer: Peer, *, epochs: int, batch_size: int, hidden, seed: int,
             else:
                 out.update(record)
         _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        busy1, steal1 = cpu_seconds()
+        peer_cpu = usage.ru_utime + usage.ru_stime + sum(os.times()[:2]) - mine0
+        out["other_cpu_cores"] = max(0.0, (busy1 - busy0 - peer_cpu) / wall)
+        out["steal_cores"] = (steal1 - steal0) / wall
         if status != 0 or "test_accuracy" not in out:
             err.seek(0)
             tail = "".join(err.readlines()[-15:])
@@ -384,8 +409,12 @@ def main(argv=None) -> int:
                         help="start only below this 1-minute load average (1.5)")
     parser.add_argument("--max-load", type=float, default=3.0,
                         help="stop if the load average rises above this during the run (3.0)")
+    parser.add_argument("--max-other-cpu", type=float, default=0.5,
+                        help="discard and rerun a peer's run if other processes used more than "
+                             "this many cores on average meanwhile (0.5)")
     parser.add_argument("--wait", type=float, default=0.0,
-                        help="seconds to wait for the load to drop before giving up (0)")
+                        help="seconds in all to wait for a quiet machine, at the start and "
+                             "before rerunning a discarded run (0)")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 2)
     epochs = args.epochs or (2 if args.quick else 5)
@@ -411,6 +440,7 @@ def main(argv=None) -> int:
     print(f"CPU: {describe_cpu(cpu)}")
     start_load = (os.getloadavg()[0] if args.quick
                   else wait_for_quiet(args.max_start_load, args.wait))
+    git = git_state()
     print(f"{date}; 1-minute load average at start {start_load:.2f}"
           + (" — QUICK: checks that it runs; these numbers are not measurements"
              if args.quick else ""), flush=True)
@@ -423,39 +453,55 @@ def main(argv=None) -> int:
     class TooLoaded(Exception):
         pass
 
-    section_start = [0]  # the first load sample of the running section
+    deadline = time.monotonic() + args.wait
 
-    def check_load(watch: LoadWatch) -> None:
-        seen = max([*watch.samples[section_start[0]:], os.getloadavg()[0]])
-        if not args.quick and seen > args.max_load:
-            raise TooLoaded(f"the load average rose to {seen:.2f} > {args.max_load}")
+    def run_gated(peer: Peer, **kw) -> dict:
+        """run_peer, kept only if the machine stayed quiet; otherwise wait for quiet, retry."""
+        tries = 4
+        for attempt in range(1, tries + 1):
+            first = len(watch.samples)
+            res = run_peer(peer, data_dir=args.data_dir, **kw)
+            res["load_max"] = max([*watch.samples[first:], os.getloadavg()[0]])
+            if args.quick or (res["load_max"] <= args.max_load
+                              and res["other_cpu_cores"] <= args.max_other_cpu):
+                return res
+            print(f"  {peer.key}: run {attempt} of at most {tries} discarded (load average up "
+                  f"to {res['load_max']:.2f}, other processes {res['other_cpu_cores']:.2f} "
+                  f"cores)", flush=True)
+            if attempt == tries or wait_for_quiet(
+                    args.max_start_load,
+                    max(0.0, deadline - time.monotonic())) >= args.max_start_load:
+                break
+        raise TooLoaded(f"{peer.key} could not be measured on a quiet machine (load average "
+                        f"{res['load_max']:.2f}, other processes {res['other_cpu_cores']:.2f} "
+                        f"cores)")
 
     def run_table(runs: dict) -> None:
         print(f"\n{rounds} round(s), {epochs} epochs, course recipe; order rotates per round",
               flush=True)
         for r in range(rounds):
             for peer in peers[r % len(peers):] + peers[:r % len(peers)]:
-                res = run_peer(peer, epochs=epochs, batch_size=64, hidden=[512, 256],
-                               seed=args.seed + r, data_dir=args.data_dir)
-                res["load_after"] = os.getloadavg()[0]
+                res = run_gated(peer, epochs=epochs, batch_size=64, hidden=[512, 256],
+                                seed=args.seed + r)
                 runs[peer.key].append(res)
                 print(f"round {r + 1} {peer.key:8s} epochs "
                       + " ".join(f"{s:.2f}" for s in res["epochs"])
                       + f" s; accuracy {res['test_accuracy']:.4f}; first result "
                         f"{res['time_to_result_s']:.1f} s; peak {res['peak_rss_mib']:.0f} MiB; "
-                        f"load {res['load_after']:.2f}", flush=True)
-                check_load(watch)
+                        f"load <= {res['load_max']:.2f}, others {res['other_cpu_cores']:.2f} "
+                        f"cores", flush=True)
 
     def run_grid(grid: list) -> None:
         for i, (batch, width) in enumerate(grid_cells):
             cell = {"batch_size": batch, "hidden": hidden_of(width)}
             pair = ("jaxnet", "pytorch") if i % 2 == 0 else ("pytorch", "jaxnet")
             for key in pair:
-                res = run_peer(BY_KEY[key], epochs=grid_epochs, batch_size=batch,
-                               hidden=hidden_of(width), seed=args.seed, data_dir=args.data_dir)
+                res = run_gated(BY_KEY[key], epochs=grid_epochs, batch_size=batch,
+                                hidden=hidden_of(width), seed=args.seed)
                 cell[f"{key}_epochs"] = res["epochs"]
                 cell[f"{key}_s"] = steady(res["epochs"])
-                check_load(watch)
+                cell[f"{key}_load_max"] = res["load_max"]
+                cell[f"{key}_other_cpu_cores"] = res["other_cpu_cores"]
             print(f"grid hidden {width} batch {batch}: jaxnet {cell['jaxnet_s']:.2f} s, "
                   f"PyTorch {cell['pytorch_s']:.2f} s; load {os.getloadavg()[0]:.2f}", flush=True)
             grid.append(cell)
@@ -468,7 +514,6 @@ def main(argv=None) -> int:
                                               ("grid", run_grid, grid, bool(grid_cells))):
             if not wanted:
                 continue
-            section_start[0] = len(watch.samples)
             try:
                 section(output)
             except TooLoaded as why:
@@ -480,7 +525,12 @@ def main(argv=None) -> int:
     ceiling = max(ceiling_by_lib.values())
     load = {"start": start_load, "max": watch.max,
             "median": statistics.median(watch.samples) if watch.samples else start_load}
+    kept = [r for rs in runs.values() for r in rs] + [
+        {"other_cpu_cores": c[f"{k}_other_cpu_cores"]} for c in grid for k in ("jaxnet", "pytorch")]
+    others = [r["other_cpu_cores"] for r in kept] or [0.0]
     header = {"date": date, "quick": args.quick, "cpu": cpu, "python": platform.python_version(),
+              "jaxnet_git": git, "other_cpu_cores": {"median": statistics.median(others),
+                                                     "max": max(others)},
               "load_average": load, "matmul_ceiling_gflops": ceiling_by_lib,
               "ceiling_gflops": ceiling}
 
@@ -491,6 +541,9 @@ def main(argv=None) -> int:
     print(f"{date}; 1-minute load average: start {load['start']:.2f}, median "
           f"{load['median']:.2f}, max {load['max']:.2f} (the benchmark itself adds ~2)"
           + ("\nQUICK: these numbers only show that everything runs" if args.quick else ""))
+    print(f"other processes during the kept runs: median {statistics.median(others):.2f}, max "
+          f"{max(others):.2f} cores; jaxnet at {git['commit']}"
+          + (f" with uncommitted changes in {', '.join(git['dirty'])}" if git["dirty"] else ""))
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     if not args.no_table and "table" not in stopped:
@@ -522,6 +575,15 @@ def main(argv=None) -> int:
     for path in written:
         print(f"wrote {path}")
     return 3 if stopped else 0
+
+
+def git_state() -> dict:
+    """The commit this jaxnet is at, and its files under jaxnet/ that differ from it."""
+    def git(*cmd):
+        res = subprocess.run(["git", *cmd], cwd=HERE.parent, capture_output=True, text=True)
+        return res.stdout.strip() if res.returncode == 0 else ""
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "jaxnet").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD") or "unknown", "dirty": dirty}
 
 
 def write_json(path: Path, data: dict) -> Path:
