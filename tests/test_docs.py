@@ -126,8 +126,18 @@ def test_cell_parser_reads_options(tmp_path):
     assert run_page(page) == 3
 
 
+@pytest.fixture
+def _restore_print_options():
+    """Pages set ``np.set_printoptions`` as readers would; later doctests must not see it."""
+    import numpy as np
+
+    saved = np.get_printoptions()
+    yield
+    np.set_printoptions(**saved)
+
+
 @pytest.mark.parametrize("page", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(page, request, monkeypatch, tmp_path, capsys):
+def test_notebook_runs(page, request, monkeypatch, tmp_path, capsys, _restore_print_options):
     monkeypatch.chdir(tmp_path)
     if page.stem in MNIST_PAGES:
         monkeypatch.setenv("JAXNET_DATA_DIR", str(request.getfixturevalue("mnist_path")))
