@@ -16,12 +16,26 @@ __all__ = ["backend", "describe", "gpu_available"]
 
 
 def backend() -> str:
-    """The default backend: ``"cpu"``, ``"gpu"`` or ``"tpu"``."""
+    """The default backend: ``"cpu"``, ``"gpu"`` or ``"tpu"``.
+
+    Returns:
+      The name of the platform JAX places new arrays on (``jax.default_backend()``).
+
+    >>> backend() in ("cpu", "gpu", "tpu")
+    True
+    """
     return jax.default_backend()
 
 
 def gpu_available() -> bool:
-    """``torch.cuda.is_available()``: is a GPU visible to JAX?"""
+    """``torch.cuda.is_available()``: is a GPU visible to JAX?
+
+    Returns:
+      ``True`` if jaxlib has GPU support and at least one GPU is visible.
+
+    >>> isinstance(gpu_available(), bool)
+    True
+    """
     try:
         return bool(jax.devices("gpu"))
     except RuntimeError:
@@ -29,7 +43,14 @@ def gpu_available() -> bool:
 
 
 def describe() -> str:
-    """One line naming the backend and the devices, e.g. ``cpu: 1 x TFRT_CPU_0``."""
+    """One line naming the backend, the device count and the device kinds.
+
+    Returns:
+      A string such as ``"cpu: 1 device(s) (cpu)"``.
+
+    >>> describe().startswith(backend() + ": ")
+    True
+    """
     devs = jax.devices()
     kinds = sorted({d.device_kind for d in devs})
     return f"{backend()}: {len(devs)} device(s) ({', '.join(kinds)})"

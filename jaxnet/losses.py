@@ -89,6 +89,10 @@ def nll_loss(log_probs, labels, *, reduction: str = "mean", mask=None) -> jax.Ar
       reduction: ``"mean" | "sum" | "none"``.
       mask: optional ``(N,)`` per-example weights or 0/1 mask.
 
+    Returns:
+      A float scalar for ``"mean"`` and ``"sum"``; the ``(N,)`` per-example
+      losses for ``"none"``.
+
     >>> nll_loss(jnp.log(jnp.array([[0.5, 0.5], [0.1, 0.9]])), jnp.array([0, 1]))
     Array(0.3992..., dtype=float32)
     """
@@ -111,6 +115,16 @@ def cross_entropy(logits, labels, *, reduction: str = "mean", mask=None,
       reduction: ``"mean" | "sum" | "none"``.
       mask: optional ``(N,)`` per-example weights or 0/1 mask.
       label_smoothing: in ``[0, 1]``.
+
+    Returns:
+      A float scalar for ``"mean"`` and ``"sum"``; the ``(N,)`` per-example
+      losses for ``"none"``.
+
+    >>> logits = jnp.array([[2.0, 0.0], [0.0, 2.0]])
+    >>> round(float(cross_entropy(logits, jnp.array([0, 1]))), 4)
+    0.1269
+    >>> cross_entropy(logits, jnp.array([0, 1]), reduction="none").shape
+    (2,)
     """
     logits, labels = _check_class_inputs("logits", logits, labels, "cross_entropy")
     if not 0.0 <= label_smoothing <= 1.0:
@@ -136,6 +150,17 @@ def binary_cross_entropy(probs, targets, *, reduction: str = "mean", mask=None) 
     Like PyTorch, each log is clamped at -100, so probabilities of exactly 0 or
     1 give finite losses.
 
+    Args:
+      probs: float array of any shape, probabilities in ``[0, 1]``.
+      targets: array of ``probs``' shape, targets in ``[0, 1]`` (cast to
+        ``probs.dtype``).
+      reduction: ``"mean" | "sum" | "none"``.
+      mask: optional ``(N,)`` per-example weights or 0/1 mask over the first axis.
+
+    Returns:
+      A float scalar for ``"mean"`` and ``"sum"``; the element-wise losses
+      (``probs``' shape) for ``"none"``.
+
     >>> binary_cross_entropy(jnp.array([0.0, 1.0]), jnp.array([1.0, 1.0]), reduction="none")
     Array([100.,  -0.], dtype=float32)
     """
@@ -150,6 +175,17 @@ def binary_cross_entropy_with_logits(logits, targets, *, reduction: str = "mean"
                                      mask=None) -> jax.Array:
     """Sigmoid + binary cross-entropy in one stable step (``F.binary_cross_entropy_with_logits``).
 
+    Args:
+      logits: float array of any shape, raw scores (before the sigmoid).
+      targets: array of ``logits``' shape, targets in ``[0, 1]`` (cast to
+        ``logits.dtype``).
+      reduction: ``"mean" | "sum" | "none"``.
+      mask: optional ``(N,)`` per-example weights or 0/1 mask over the first axis.
+
+    Returns:
+      A float scalar for ``"mean"`` and ``"sum"``; the element-wise losses
+      (``logits``' shape) for ``"none"``.
+
     >>> binary_cross_entropy_with_logits(jnp.array([0.0]), jnp.array([1.0]))
     Array(0.6931..., dtype=float32)
     """
@@ -162,6 +198,16 @@ def binary_cross_entropy_with_logits(logits, targets, *, reduction: str = "mean"
 
 def mse_loss(input, target, *, reduction: str = "mean", mask=None) -> jax.Array:  # noqa: A002
     """Mean squared error, element-wise like ``nn.MSELoss``.
+
+    Args:
+      input: float array of any shape, the predictions.
+      target: array of ``input``'s shape (cast to ``input.dtype``).
+      reduction: ``"mean" | "sum" | "none"``.
+      mask: optional ``(N,)`` per-example weights or 0/1 mask over the first axis.
+
+    Returns:
+      A float scalar for ``"mean"`` and ``"sum"``; the element-wise squared
+      errors (``input``'s shape) for ``"none"``.
 
     >>> mse_loss(jnp.array([1.0, 2.0]), jnp.array([1.0, 4.0]))
     Array(2., dtype=float32)

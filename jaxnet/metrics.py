@@ -26,7 +26,22 @@ def _predictions(y_true, y_pred) -> tuple[jax.Array, jax.Array]:
 
 
 def accuracy(y_true, y_pred, *, mask=None) -> jax.Array:
-    """Fraction of correct predictions; with ``mask``, over the masked-in examples."""
+    """Fraction of correct predictions; with ``mask``, over the masked-in examples.
+
+    Args:
+      y_true: ``(N,)`` integer class indices.
+      y_pred: ``(N,)`` predicted class indices, or ``(N, C)`` scores (reduced
+        with ``argmax``).
+      mask: optional ``(N,)`` 0/1 mask or per-example weights.
+
+    Returns:
+      A float32 scalar in ``[0, 1]``.
+
+    >>> accuracy(jnp.array([0, 1, 1]), jnp.array([0, 1, 0]))
+    Array(0.6666667, dtype=float32)
+    >>> accuracy(jnp.array([0, 1, 1]), jnp.array([0, 1, 0]), mask=jnp.array([1, 1, 0]))
+    Array(1., dtype=float32)
+    """
     y_true, y_pred = _predictions(y_true, y_pred)
     correct = (y_true == y_pred).astype(jnp.float32)
     if mask is None:
@@ -37,6 +52,16 @@ def accuracy(y_true, y_pred, *, mask=None) -> jax.Array:
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> jax.Array:
     """``(num_classes, num_classes)`` counts; row = true class, column = predicted.
+
+    Args:
+      y_true: ``(N,)`` integer class indices.
+      y_pred: ``(N,)`` predicted class indices, or ``(N, C)`` scores (reduced
+        with ``argmax``).
+      num_classes: the number of classes ``C``, a positive int; indices outside
+        ``[0, C)`` are not counted.
+
+    Returns:
+      An int32 array of shape ``(num_classes, num_classes)``.
 
     >>> confusion_matrix(jnp.array([0, 1, 1]), jnp.array([0, 0, 1]), num_classes=2)
     Array([[1, 0],
@@ -55,10 +80,25 @@ def precision_recall_f1(y_true, y_pred, num_classes: int, *,
     """Precision, recall and F1, averaged like sklearn's ``precision_recall_fscore_support``.
 
     Args:
+      y_true: ``(N,)`` integer class indices.
+      y_pred: ``(N,)`` predicted class indices, or ``(N, C)`` scores (reduced
+        with ``argmax``).
+      num_classes: the number of classes ``C``, a positive int.
       average: ``"macro"`` (unweighted mean over classes), ``"micro"`` (global
         counts; equals accuracy for single-label data) or ``"none"`` (per class).
         Classes with no predictions (or no examples) score 0, as sklearn's
         ``zero_division=0``.
+
+    Returns:
+      ``(precision, recall, f1)``: three float32 scalars, or three ``(C,)``
+      arrays for ``average="none"``.
+
+    >>> p, r, f = precision_recall_f1(jnp.array([0, 1, 1]), jnp.array([0, 0, 1]), 2,
+    ...                               average="none")
+    >>> p.tolist(), r.tolist()
+    ([0.5, 1.0], [1.0, 0.5])
+    >>> round(float(precision_recall_f1(jnp.array([0, 1]), jnp.array([0, 1]), 2)[2]), 4)
+    1.0
     """
     if average not in ("macro", "micro", "none"):
         raise ValueError(f"average: expected 'macro', 'micro' or 'none', got {average!r}")
