@@ -84,6 +84,13 @@ class TrainState:
         ``fold_in(rng, s)`` for Dropout, so a resumed run draws the same keys.
       model_state: non-parameter model state, e.g. BatchNorm running
         statistics (``{}`` for most models).
+
+    >>> import optax
+    >>> from jaxnet import nn
+    >>> apply, params, model_state = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+    >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state, seed=0)
+    >>> int(state.step), state.rng.shape, state.rng.dtype
+    (0, (2,), dtype('uint32'))
     """
 
     step: jax.Array
@@ -102,6 +109,18 @@ class TrainState:
           optimizer: any optax ``GradientTransformation``, e.g. ``optax.adam(1e-3)``.
           model_state: the model's non-parameter state (``nn.functional(model).state``).
           seed: int in [0, 2**32) for the per-step keys (Dropout).
+
+        Returns:
+          A ``TrainState`` with an int32 scalar ``step`` of 0, copies of
+          ``params`` and ``model_state``, ``optimizer.init(params)`` and a
+          ``uint32[2]`` key.
+
+        >>> import optax
+        >>> from jaxnet import nn
+        >>> _, params, _ = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+        >>> state = TrainState.create(params, optax.adam(1e-3))
+        >>> int(state.step), state.model_state
+        (0, {})
         """
         if not isinstance(optimizer, optax.GradientTransformation):
             raise TypeError(f"optimizer: expected an optax GradientTransformation such as "
@@ -166,8 +185,26 @@ def make_train_step(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTran
         when PyTorch updates parameters in place: reusing it raises "Array has
         been deleted").
 
-    ``batch`` is ``(x, y)`` or ``(x, y, mask)``; keep its shape fixed (e.g.
-    ``DataLoader(..., pad_last=True)``) so the step compiles once.
+    ``batch`` is ``(x, y)`` or ``(x, y, mask)``: ``x`` of shape
+    ``(batch, ...)``, ``y`` of shape ``(batch,)`` (int labels) or whatever
+    ``loss_fn`` expects, ``mask`` bool ``(batch,)``, False on padding. Keep its
+    shape fixed (e.g. ``DataLoader(..., pad_last=True)``) so the step compiles
+    once.
+
+    Returns:
+      The jitted ``train_step(state, batch) -> (state, metrics)``: the new
+      ``TrainState`` (``step`` + 1) and ``metrics["loss"]``, a float32 scalar
+      (plus ``metrics["finite"]``, bool ``(1 + num_leaves,)``, with
+      ``check_finite``).
+
+    >>> import optax
+    >>> from jaxnet import nn, losses
+    >>> apply, params, model_state = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+    >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
+    >>> step = make_train_step(apply, losses.cross_entropy, optax.sgd(0.1), check_finite=True)
+    >>> state, metrics = step(state, (jnp.ones((8, 2)), jnp.array([0, 1] * 4)))
+    >>> int(state.step), metrics["loss"].shape, bool(metrics["finite"].all())
+    (1, (), True)
     """
 
     def train_step(state: TrainState, batch):
@@ -188,15 +225,36 @@ def make_epoch(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransform
     The whole epoch is one ``lax.scan`` over batches gathered on the device, so
     Python is not involved per step and it compiles once per data shape.
 
+    Args:
+      apply: pure model function ``apply(params, model_state, x, *, train, rng)``.
+      loss_fn: ``loss_fn(outputs, labels, *, mask) -> scalar``.
+      optimizer: any optax ``GradientTransformation``.
+      donate: donate the input state's buffers (as for ``make_train_step``).
+
     ``run_epoch``'s arguments:
 
     * ``state``: a ``TrainState``.
-    * ``data``: ``(x, y)`` device arrays holding the whole training set.
+    * ``data``: ``(x, y)`` device arrays holding the whole training set,
+      ``x`` of shape ``(N, ...)``, ``y`` of shape ``(N,)``.
     * ``indices``: ``(num_batches, batch_size)`` int32 example indices, e.g.
       from ``DataLoader.index_batches(epoch)``.
     * ``mask``: ``(num_batches, batch_size)`` bool, False on padding.
 
-    It returns ``metrics["loss"]`` of shape ``(num_batches,)``.
+    Returns:
+      The jitted ``run_epoch(state, data, indices, mask) -> (state, metrics)``:
+      the state after ``num_batches`` steps and ``metrics["loss"]``, float32 of
+      shape ``(num_batches,)``.
+
+    >>> import optax
+    >>> from jaxnet import nn, losses
+    >>> apply, params, model_state = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+    >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
+    >>> run_epoch = make_epoch(apply, losses.cross_entropy, optax.sgd(0.1))
+    >>> data = (jnp.ones((8, 2)), jnp.array([0, 1] * 4))
+    >>> indices = jnp.arange(8, dtype=jnp.int32).reshape(2, 4)
+    >>> state, metrics = run_epoch(state, data, indices, jnp.ones((2, 4), bool))
+    >>> int(state.step), metrics["loss"].shape
+    (2, (2,))
     """
 
     def run_epoch(state: TrainState, data, indices, mask):
@@ -236,12 +294,30 @@ def make_epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTr
     replicated on every device and only the batch indices are split, so each
     device gathers its own rows.
 
+    Args:
+      apply: pure model function ``apply(params, model_state, x, *, train, rng)``.
+      loss_fn: ``loss_fn(outputs, labels, *, mask) -> scalar``.
+      optimizer: any optax ``GradientTransformation``.
+      loader: a ``DataLoader`` of ``(x, y)`` examples.
+      mesh: optional ``jax.sharding.Mesh`` for data-parallel training.
+
     Returns:
       ``run(state, epoch, on_batch=None) -> (state, losses, counts)``:
       ``epoch`` counts from 0; ``losses`` and ``counts`` are numpy arrays of
       the per-batch mean loss and number of real examples;
       ``on_batch(i, loss)`` is called after each step of the Python loop.
       ``run.compile_seconds`` is set after the first call (0 for the loop).
+
+    >>> import optax
+    >>> from jaxnet import nn, losses
+    >>> apply, params, model_state = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+    >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
+    >>> loader = DataLoader(ArrayDataset(np.ones((8, 2), np.float32), np.array([0, 1] * 4)),
+    ...                     batch_size=4)
+    >>> run = make_epoch_runner(apply, losses.cross_entropy, optax.sgd(0.1), loader)
+    >>> state, batch_losses, counts = run(state, 0)
+    >>> int(state.step), batch_losses.shape, counts.tolist()
+    (2, (2,), [4, 4])
     """
     if mesh is not None:
         parallel.check_batch_size(loader.batch_size, mesh)
@@ -382,6 +458,14 @@ def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
     Returns:
       ``{"accuracy": float}`` for class scores vs integer labels, plus
       ``"loss"`` when ``loss_fn`` is given.
+
+    >>> from jaxnet import nn, losses
+    >>> apply, params, model_state = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+    >>> data = (np.ones((8, 2), np.float32), np.array([0, 1] * 4))
+    >>> metrics = evaluate(apply, params, data, model_state=model_state,
+    ...                    loss_fn=losses.cross_entropy)
+    >>> sorted(metrics), metrics["accuracy"]
+    (['accuracy', 'loss'], 0.5)
     """
     if isinstance(params, TrainState):
         params, model_state = params.params, params.model_state
@@ -523,6 +607,16 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
       ``train_seconds`` (training only), ``seconds`` (with validation),
       ``run`` (0 for the first process, +1 per resume), ``compile_seconds``
       on an epoch that compiled, and the ``val_*`` metrics.
+
+    >>> import optax
+    >>> from jaxnet import nn, losses
+    >>> apply, params, model_state = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+    >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
+    >>> data = (np.ones((8, 2), np.float32), np.array([0, 1] * 4))
+    >>> state, history = fit(state, apply, losses.cross_entropy, optax.sgd(0.1), data,
+    ...                      epochs=1, batch_size=4, val_data=data, progress=False, log=None)
+    >>> int(state.step), history[0]["epoch"], history[0]["val_accuracy"]
+    (2, 1, 0.5)
     """
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise ValueError(f"epochs: expected a non-negative int, got {epochs!r}")
