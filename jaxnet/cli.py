@@ -91,6 +91,7 @@ def _number(kind, *, minimum=None, above=None, below=None, what: str | None = No
 _POSITIVE_INT = _number(int, above=0, what="a positive int")
 _POSITIVE_FLOAT = _number(float, above=0, what="a positive float")
 _NON_NEGATIVE_INT = _number(int, minimum=0, what="a non-negative int")
+_PROBABILITY = _number(float, minimum=0, below=1, what="a probability in [0, 1)")
 _SEED = _number(int, minimum=0, below=_SEED_LIMIT,
                 what=f"an int in [0, {_SEED_LIMIT - 1}] (jax.random.PRNGKey keeps 32 bits)")
 
@@ -134,6 +135,8 @@ def _add_train_mnist(tasks) -> None:
     p.add_argument("--momentum", type=float, help="SGD momentum in [0, 1)")
     p.add_argument("--schedule", choices=["constant", "warmup_cosine"])
     p.add_argument("--hidden", type=_hidden, help="hidden layer sizes, e.g. 512,256")
+    p.add_argument("--dropout", type=_PROBABILITY,
+                   help="nn.Dropout(p) after every hidden activation (default 0: none)")
     p.add_argument("--seed", type=_SEED, help=f"an int in [0, {_SEED_LIMIT - 1}]")
     p.add_argument("--val-split", type=_NON_NEGATIVE_INT,
                    help="training images held out for validation (default recipe 5000, "
@@ -408,7 +411,8 @@ def _train_mnist(args) -> int:
 
     updates = dict(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
                    lr=args.lr, momentum=args.momentum, schedule=args.schedule,
-                   hidden=args.hidden, seed=args.seed, val_split=args.val_split)
+                   hidden=args.hidden, seed=args.seed, val_split=args.val_split,
+                   dropout=args.dropout)
     try:
         config = RECIPES[args.recipe].with_updates(**updates)
         mesh = parallel.setup_mesh(args.devices, coordinator_address=args.coordinator_address,

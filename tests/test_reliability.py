@@ -33,8 +33,10 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
         time.sleep(0.01)
 
 
-def test_sigkill_during_epoch_2_then_resume_equals_uninterrupted(mnist_path, tmp_path):
-    data = ["--data-dir", str(mnist_path), *MNIST_ARGS]
+@pytest.mark.parametrize("model", [[], ["--dropout", "0.2", "--hidden", "256"]],
+                         ids=["mlp", "dropout"])
+def test_sigkill_during_epoch_2_then_resume_equals_uninterrupted(mnist_path, tmp_path, model):
+    data = ["--data-dir", str(mnist_path), *MNIST_ARGS, *model]
     straight = jaxnet_cli(*data, "--json", str(tmp_path / "straight.json"))
     assert straight.returncode == 0, straight.stderr[-2000:]
 
