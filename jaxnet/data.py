@@ -102,7 +102,18 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 class Subset(Dataset):
-    """The examples of ``dataset`` at ``indices``, in that order (``torch.utils.data.Subset``)."""
+    """The examples of ``dataset`` at ``indices``, in that order (``torch.utils.data.Subset``).
+
+    Args:
+      dataset: any map-style dataset (``__getitem__(i)``, ``__len__``).
+      indices: sequence of ``int`` positions in ``dataset`` (stored as an
+        int64 array of shape ``(len(indices),)``); ``subset[i]`` is
+        ``dataset[indices[i]]``.
+
+    >>> sub = Subset(ArrayDataset(np.arange(10) * 10), [7, 2])
+    >>> len(sub), int(sub[0][0]), int(sub[1][0])
+    (2, 70, 20)
+    """
 
     def __init__(self, dataset, indices: Sequence[int]):
         self.dataset = dataset
@@ -121,6 +132,14 @@ def default_collate(items: Sequence[Any]) -> Any:
     Tuples and lists are collated field by field, dicts key by key; arrays and
     numbers are stacked along a new first axis. Python floats become float32
     and Python ints int32 (JAX's defaults); numpy values keep their dtype.
+
+    Args:
+      items: a non-empty list of ``B`` examples of one structure (tuples,
+        lists, dicts, arrays of one shape ``S`` or numbers).
+
+    Returns:
+      The same structure (tuples for tuples and lists) with numpy arrays of
+      shape ``(B, *S)`` as leaves.
 
     >>> x, y = default_collate([(np.zeros(2), 1), (np.ones(2), 0)])
     >>> x.shape, y.tolist(), y.dtype
@@ -173,7 +192,20 @@ class DataLoader:
       prefetch_factor: batches fetched ahead per worker (with ``num_workers > 0``).
 
     ``len(loader)`` is the number of batches: ``ceil(N / batch_size)``, or
-    ``floor`` with ``drop_last``.
+    ``floor`` with ``drop_last``. Each batch is what ``collate_fn`` returns; for
+    an ``ArrayDataset`` of arrays ``(N, *S_i)`` it is a tuple of arrays
+    ``(batch_size, *S_i)`` (fewer rows in a last partial batch), plus the
+    ``(batch_size,)`` bool mask with ``pad_last``.
+
+    >>> ds = ArrayDataset(np.arange(5, dtype=np.float32), np.arange(5))
+    >>> loader = DataLoader(ds, batch_size=2, shuffle=True, seed=0)
+    >>> len(loader), [y.shape for _, y in loader]
+    (3, [(2,), (2,), (1,)])
+    >>> sorted(np.concatenate([y for _, y in loader.iter_epoch(1)]).tolist())
+    [0, 1, 2, 3, 4]
+    >>> x, y, mask = list(DataLoader(ds, batch_size=2, pad_last=True))[-1]
+    >>> x.shape, mask.tolist()
+    ((2,), [True, False])
     """
 
     def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False,
@@ -305,6 +337,13 @@ def random_split(dataset, lengths: Sequence[int | float], seed: int = 0) -> list
         to 1 (the remainder goes to the first parts, like PyTorch).
       seed: integer seed; the same seed gives the same split.
 
+    Returns:
+      A list of ``len(lengths)`` datasets (``ArrayDataset`` or ``Subset``),
+      whose sizes are the resolved ``lengths``.
+
+    >>> parts = random_split(ArrayDataset(np.arange(10)), [0.5, 0.5], seed=1)
+    >>> [len(p) for p in parts]
+    [5, 5]
     >>> train, test = random_split(ArrayDataset(np.arange(10)), [8, 2], seed=0)
     >>> len(train), len(test)
     (8, 2)
