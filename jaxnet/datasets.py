@@ -16,6 +16,8 @@ many bytes follow, and at most that many (plus one, to detect trailing data)
 are ever decompressed, so a small ``.gz`` that expands to gigabytes is
 refused early. ``load_idx`` reads the same layout with any image size.
 
+Reading the real test split (not run by the test suite: it needs MNIST):
+
 >>> import os
 >>> images, labels = load_mnist("test")  # doctest: +SKIP
 >>> images.shape, images.dtype, labels.shape, labels.dtype  # doctest: +SKIP
@@ -62,7 +64,20 @@ _MAX_DOWNLOAD = 64 << 20  # the largest official .gz is 9.9 MB
 
 
 def default_data_dir() -> Path:
-    """jaxnet's own data folder: ``$JAXNET_DATA_DIR`` if set, else ``~/.cache/jaxnet/mnist``."""
+    """jaxnet's own data folder: ``$JAXNET_DATA_DIR`` if set, else ``~/.cache/jaxnet/mnist``.
+
+    Returns:
+      A ``Path`` (``~`` expanded); the folder need not exist.
+
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"JAXNET_DATA_DIR": "/data/mnist"}):
+    ...     default_data_dir().as_posix()
+    '/data/mnist'
+    >>> with mock.patch.dict(os.environ):
+    ...     _ = os.environ.pop("JAXNET_DATA_DIR", None)
+    ...     default_data_dir() == Path.home() / ".cache" / "jaxnet" / "mnist"
+    True
+    """
     env = os.environ.get("JAXNET_DATA_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "jaxnet" / "mnist"
 
@@ -228,6 +243,22 @@ def load_idx(directory, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
 
     Returns:
       ``(images uint8 (N, H, W), labels int32 (N,))`` in file order.
+
+    A tiny dataset of two 2x3 images, written in the IDX layout (magic
+    ``0x0803``/``0x0801``, then big-endian int32 dimensions, then the bytes):
+
+    >>> import gzip, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> def write_idx(name, array):
+    ...     header = (0x0800 + array.ndim).to_bytes(4, "big") + b"".join(
+    ...         d.to_bytes(4, "big") for d in array.shape)
+    ...     with gzip.open(os.path.join(folder, name + ".gz"), "wb") as f:
+    ...         f.write(header + array.astype(np.uint8).tobytes())
+    >>> write_idx("t10k-images-idx3-ubyte", np.arange(12).reshape(2, 2, 3))
+    >>> write_idx("t10k-labels-idx1-ubyte", np.array([3, 7]))
+    >>> images, labels = load_idx(folder, "test")
+    >>> images.shape, images.dtype, labels.tolist(), labels.dtype
+    ((2, 2, 3), dtype('uint8'), [3, 7], dtype('int32'))
     """
     split = _check_split(split)
     path, shown = _folder(directory, "directory")
@@ -294,6 +325,22 @@ def load_mnist(split: str = "train", data_dir=None, source: str = "idx", *,
     Returns:
       ``(images uint8 (N, 28, 28), labels int32 (N,))``, in the original file
       order for ``source="idx"``.
+
+    The example reads a folder of two fake 28x28 images in MNIST's layout (the
+    real files would need MNIST on disk or a download); ``log`` receives the
+    note that they are not the official files:
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> for name, array in [("t10k-images-idx3-ubyte", np.zeros((2, 28, 28), np.uint8)),
+    ...                     ("t10k-labels-idx1-ubyte", np.array([4, 2], np.uint8))]:
+    ...     header = (0x0800 + array.ndim).to_bytes(4, "big") + b"".join(
+    ...         d.to_bytes(4, "big") for d in array.shape)
+    ...     _ = Path(folder, name).write_bytes(header + array.tobytes())
+    >>> images, labels = load_mnist("test", data_dir=folder, log=print)
+    note: ... holds IDX files other than the official MNIST ones (...); using them as given
+    >>> images.shape, labels.tolist()
+    ((2, 28, 28), [4, 2])
     """
     split = _check_split(split)
     if source not in ("idx", "tfds"):
@@ -332,6 +379,17 @@ def to_float(images: np.ndarray, mean: float = 0.5, std: float = 0.5, *,
     The course's ``ToTensor()`` + ``Normalize((0.5,), (0.5,))``; ``flatten``
     reshapes ``(N, 28, 28)`` to ``(N, 784)`` for an MLP.
 
+    Args:
+      images: uint8 array ``(N, ...)``, e.g. ``(N, 28, 28)`` from ``load_mnist``.
+      mean: subtracted after scaling to ``[0, 1]``.
+      std: positive divisor.
+      flatten: reshape the result to ``(N, prod(...))``.
+
+    Returns:
+      A float32 array of ``images``' shape, or ``(N, prod(...))`` with ``flatten``.
+
+    >>> to_float(np.zeros((2, 28, 28), np.uint8), flatten=True).shape
+    (2, 784)
     >>> to_float(np.array([[0, 255]], np.uint8)).tolist()
     [[-1.0, 1.0]]
     """
