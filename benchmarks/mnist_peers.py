@@ -160,15 +160,25 @@ class LoadWatch:
         return max(self.samples, default=os.getloadavg()[0])
 
 
-def wait_for_quiet(threshold: float, wait_s: float) -> float:
-    """The 1-minute load average once it is below ``threshold`` (waiting up to ``wait_s``),
-    or the last value seen."""
+def busy_cores(window: float = 5.0) -> float:
+    """Cores the machine kept busy over the next ``window`` seconds (``/proc/stat``)."""
+    busy0, _ = cpu_seconds()
+    time.sleep(window)
+    return (cpu_seconds()[0] - busy0) / window
+
+
+def wait_for_quiet(threshold: float, wait_s: float, max_busy: float = 0.3) -> float:
+    """The 1-minute load average once the machine is quiet, waiting up to ``wait_s``: the
+    load average below ``threshold`` and, over 5 s, at most ``max_busy`` cores busy (the
+    load average lags by a minute). Past ``wait_s``, the last load average seen."""
     deadline = time.monotonic() + wait_s
     while True:
         load = os.getloadavg()[0]
-        if load < threshold or time.monotonic() >= deadline:
-            return load
-        print(f"load average {load:.2f} >= {threshold}: waiting for a quiet machine", flush=True)
+        busy = busy_cores() if load < threshold else float("nan")
+        if (load < threshold and busy <= max_busy) or time.monotonic() >= deadline:
+            return load if busy <= max_busy else max(load, threshold)
+        print(f"load average {load:.2f}" + (f", {busy:.2f} cores busy" if busy == busy else "")
+              + ": waiting for a quiet machine", flush=True)
         time.sleep(min(30.0, max(1.0, deadline - time.monotonic())))
 
 
@@ -456,21 +466,22 @@ def main(argv=None) -> int:
     deadline = time.monotonic() + args.wait
 
     def run_gated(peer: Peer, **kw) -> dict:
-        """run_peer, kept only if the machine stayed quiet; otherwise wait for quiet, retry."""
-        tries = 4
-        for attempt in range(1, tries + 1):
+        """run_peer, kept only if the machine stayed quiet; otherwise wait for quiet and rerun
+        (until ``--wait`` runs out)."""
+        attempt = 0
+        while True:
+            attempt += 1
             first = len(watch.samples)
             res = run_peer(peer, data_dir=args.data_dir, **kw)
             res["load_max"] = max([*watch.samples[first:], os.getloadavg()[0]])
             if args.quick or (res["load_max"] <= args.max_load
                               and res["other_cpu_cores"] <= args.max_other_cpu):
                 return res
-            print(f"  {peer.key}: run {attempt} of at most {tries} discarded (load average up "
-                  f"to {res['load_max']:.2f}, other processes {res['other_cpu_cores']:.2f} "
-                  f"cores)", flush=True)
-            if attempt == tries or wait_for_quiet(
-                    args.max_start_load,
-                    max(0.0, deadline - time.monotonic())) >= args.max_start_load:
+            print(f"  {peer.key}: run {attempt} discarded (load average up to "
+                  f"{res['load_max']:.2f}, other processes {res['other_cpu_cores']:.2f} cores)",
+                  flush=True)
+            if time.monotonic() >= deadline or wait_for_quiet(
+                    args.max_start_load, deadline - time.monotonic()) >= args.max_start_load:
                 break
         raise TooLoaded(f"{peer.key} could not be measured on a quiet machine (load average "
                         f"{res['load_max']:.2f}, other processes {res['other_cpu_cores']:.2f} "
