@@ -211,12 +211,41 @@ def _scan_steps(path: Path, shown: str) -> list[int]:
 
 
 def all_steps(directory) -> list[int]:
-    """Steps of the complete checkpoints in ``directory``, ascending ([] if none)."""
+    """Steps of the complete checkpoints in ``directory``, ascending ([] if none).
+
+    Args:
+      directory: the checkpoint folder (any path; a missing folder has none).
+
+    Returns:
+      A sorted list of ints; half-written checkpoints are never listed.
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> for step in (2, 1):
+    ...     _ = save(d, {"w": jnp.zeros(2)}, step=step)
+    >>> all_steps(d)
+    [1, 2]
+    """
     return _scan_steps(*_paths(directory))
 
 
 def latest_step(directory) -> int | None:
-    """The newest complete checkpoint's step, or ``None``."""
+    """The newest complete checkpoint's step, or ``None``.
+
+    Args:
+      directory: the checkpoint folder (any path).
+
+    Returns:
+      int, the largest of ``all_steps(directory)``, or ``None`` if there is none.
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> print(latest_step(d))
+    None
+    >>> _ = save(d, {"w": jnp.zeros(2)}, step=5)
+    >>> latest_step(d)
+    5
+    """
     steps = all_steps(directory)
     return steps[-1] if steps else None
 
@@ -734,6 +763,13 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
       process writes there), CheckpointError (the disk is full, permission
       denied, a name too long...: earlier checkpoints are intact and no
       partial checkpoint is left or listed).
+
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> for step in (1, 2, 3):
+    ...     folder = save(d, {"w": jnp.ones((2, 3))}, step=step, metadata={"epoch": step}, keep=2)
+    >>> os.path.basename(folder), all_steps(d)
+    ('step_00000003', [2, 3])
     """
     import orbax.checkpoint as ocp
 
@@ -816,6 +852,19 @@ def check_writable(directory, *, name: str = "checkpoint_dir") -> None:
 
     Creates nothing: a missing folder passes if its nearest existing parent is
     a writable folder and the names fit the file system.
+
+    Args:
+      directory: the checkpoint folder to check (any path; may not exist yet).
+      name: how the caller's argument is spelled in the message.
+
+    Raises:
+      CheckpointError: the folder cannot be created or written.
+
+    >>> import os, tempfile
+    >>> d = os.path.join(tempfile.mkdtemp(), "new", "run")
+    >>> check_writable(d)  # passes, creates nothing
+    >>> os.path.exists(d)
+    False
     """
     path, shown = _paths(directory)
     try:
@@ -845,6 +894,22 @@ def check_new_run(directory, *, resume: bool, name: str = "checkpoint_dir",
     ``CheckpointExistsError``, so a run never fails after its first epoch, nor
     writes over another run. ``name``/``resume_name`` are how the caller
     spells the two arguments. Creates nothing.
+
+    Args:
+      directory: the checkpoint folder of the run about to start (any path).
+      resume: bool, whether the run continues the checkpoints already there.
+      name: how ``directory`` is spelled in messages.
+      resume_name: how ``resume`` is spelled in messages.
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> check_new_run(d, resume=False)  # an empty folder: fine
+    >>> _ = save(d, {"w": jnp.zeros(2)}, step=1)
+    >>> check_new_run(d, resume=True)  # continuing it: fine
+    >>> check_new_run(d, resume=False)
+    Traceback (most recent call last):
+    ...
+    jaxnet.checkpoint.CheckpointExistsError: checkpoint_dir: ... already holds checkpoints ...
     """
     check_writable(directory, name=name)
     path, shown = _paths(directory)
@@ -1098,8 +1163,18 @@ def restore(directory, like: Any, *, step: int | None = None) -> Any:
         (e.g. a freshly created ``TrainState``); its values are not used.
       step: which checkpoint; ``None`` for the newest complete one.
 
+    Returns:
+      A pytree like ``like`` holding the saved arrays (same shapes and dtypes).
+
     Raises:
       CheckpointNotFoundError, CheckpointCorruptError, CheckpointMismatchError.
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> _ = save(d, {"w": jnp.arange(3.0)}, step=1)
+    >>> _ = save(d, {"w": jnp.zeros(3)}, step=2)
+    >>> restore(d, like={"w": jnp.zeros(3)}, step=1)["w"].tolist()
+    [0.0, 1.0, 2.0]
     """
     path, shown = _paths(directory)
     with _signals_deferred():
@@ -1107,7 +1182,21 @@ def restore(directory, like: Any, *, step: int | None = None) -> Any:
 
 
 def load_metadata(directory, step: int | None = None) -> dict:
-    """The ``metadata`` dict saved with checkpoint ``step`` (default: newest)."""
+    """The ``metadata`` dict saved with checkpoint ``step`` (default: newest).
+
+    Args:
+      directory: the checkpoint folder (any path).
+      step: which checkpoint; ``None`` for the newest complete one.
+
+    Returns:
+      The JSON dict given to ``save(..., metadata=)`` (``{}`` if none).
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> _ = save(d, {"w": jnp.zeros(2)}, step=1, metadata={"epoch": 1, "lr": 0.01})
+    >>> load_metadata(d)
+    {'epoch': 1, 'lr': 0.01}
+    """
     path, shown = _paths(directory)
     return _read_manifest(path, shown, _resolve(path, shown, step))["metadata"]
 
@@ -1136,6 +1225,27 @@ def resume_state(directory, like: Any, *, log=print) -> tuple[Any, int, list, di
     ``corrupt-step_...``, never deleted) with a warning in favour of an older
     intact one; if checkpoints exist but none is intact it raises
     ``CheckpointCorruptError`` and changes nothing, rather than start over.
+
+    Args:
+      directory: the checkpoint folder (any path).
+      like: a pytree with the structure, shapes and dtypes to restore into
+        (e.g. a fresh ``TrainState``); returned as is when there is nothing.
+      log: called with one line saying where the run continues from.
+
+    Returns:
+      ``(state, epoch, history, config)``: the restored pytree, the int epoch
+      stored in its metadata (default: its step), the list of per-epoch dicts
+      and the configuration dict or ``None``.
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> like = {"w": jnp.zeros(2)}
+    >>> resume_state(d, like, log=lambda line: None)
+    ({'w': Array([0., 0.], dtype=float32)}, 0, [], None)
+    >>> _ = save(d, {"w": jnp.ones(2)}, step=3, metadata={"epoch": 3, "history": [{"epoch": 3}]})
+    >>> state, epoch, history, config = resume_state(d, like, log=lambda line: None)
+    >>> state["w"].tolist(), epoch, history, config
+    ([1.0, 1.0], 3, [{'epoch': 3}], None)
     """
     path, shown = _paths(directory)
     with lock(directory, log=log):
