@@ -501,6 +501,12 @@ def load(path, *, key: str | None = None) -> dict[str, np.ndarray]:
     Raises:
       FileNotFoundError; ImportError (PyTorch or safetensors missing, saying
       what to install); ValueError (not a state dict, or refused as unsafe).
+
+    >>> import os, tempfile
+    >>> file = os.path.join(tempfile.mkdtemp(), "layer.safetensors")
+    >>> _ = save(file, {"weight": np.ones((3, 2), np.float32), "bias": np.zeros(3, np.float32)})
+    >>> {k: (v.shape, str(v.dtype)) for k, v in sorted(load(file).items())}
+    {'bias': ((3,), 'float32'), 'weight': ((3, 2), 'float32')}
     """
     shown = os.fspath(path)
     file = Path(shown).expanduser()
@@ -747,7 +753,20 @@ def convert(source, destination, *, config=None, trained_epochs: int = 0,
         must be new or empty: nothing there is ever replaced).
 
     Returns:
-      dict with ``direction``, ``arrays``, ``params``, ``config`` and ``epoch``.
+      dict with ``direction`` (``"file->checkpoint"``, ``"checkpoint->file"``
+      or ``"file->file"``), ``arrays`` (int, how many), ``params`` (int, their
+      total size), ``config`` (the ``MnistConfig`` or ``None``) and ``epoch``.
+
+    >>> import os, tempfile
+    >>> from jaxnet import mnist
+    >>> config = mnist.MnistConfig(hidden=(8,))
+    >>> d = tempfile.mkdtemp()
+    >>> file = save(os.path.join(d, "mlp.safetensors"), mnist.build_model(config))
+    >>> result = convert(file, os.path.join(d, "run"), config=config, trained_epochs=1)
+    >>> result["direction"], result["arrays"], result["params"], result["epoch"]
+    ('file->checkpoint', 4, 6370, 1)
+    >>> convert(os.path.join(d, "run"), os.path.join(d, "back.safetensors"))["direction"]
+    'checkpoint->file'
     """
     from .mnist import MnistConfig
 
