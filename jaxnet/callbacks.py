@@ -67,6 +67,14 @@ class Run:
       start_epoch: epochs already done before this call (> 0 after a resume).
       history: the per-epoch entries so far (including resumed ones).
       config: the run's JSON-able configuration (saved with checkpoints).
+
+    ``fit`` builds it; a hook only reads it:
+
+    >>> from jaxnet.data import ArrayDataset, DataLoader
+    >>> loader = DataLoader(ArrayDataset(np.zeros((8, 2))), batch_size=4)
+    >>> run = Run(apply=None, loss_fn=None, optimizer=None, loader=loader, epochs=3)
+    >>> run.epochs, run.start_epoch, run.history, len(run.loader)
+    (3, 0, [], 2)
     """
 
     apply: Callable
@@ -80,7 +88,28 @@ class Run:
 
 
 class Callback:
-    """Base class: every hook does nothing. See the module docstring for the protocol."""
+    """Base class: every hook does nothing. See the module docstring for the protocol.
+
+    Override the hooks you need and pass an instance to ``fit(callbacks=[...])``;
+    returning ``True`` from ``on_epoch_end`` stops training after that epoch.
+
+    >>> import optax
+    >>> from jaxnet import losses, nn
+    >>> from jaxnet.train import TrainState, fit
+    >>> class StopAfterOne(Callback):
+    ...     def on_epoch_end(self, run, epoch, state, logs):
+    ...         print(f"epoch {epoch}/{run.epochs}", "train_loss" in logs)
+    ...         return True
+    >>> apply, params, model_state = nn.functional(nn.Linear(2, 2, rngs=nn.Rngs(0)))
+    >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
+    >>> data = (np.ones((8, 2), np.float32), np.array([0, 1] * 4))
+    >>> state, history = fit(state, apply, losses.cross_entropy, optax.sgd(0.1), data,
+    ...                      epochs=5, batch_size=4, callbacks=[StopAfterOne()],
+    ...                      progress=False, log=None)
+    epoch 1/5 True
+    >>> len(history)
+    1
+    """
 
     def on_train_begin(self, run: Run) -> None:
         pass
@@ -123,6 +152,21 @@ class FiniteCheck(Callback):
     fails is the epoch replayed from a copy of its starting state with a
     per-parameter check every step, to name the first culprit. Put it before
     ``Checkpoint`` so that a poisoned state is never saved (``fit`` does).
+
+    ``fit(check_finite=True)`` (the default) adds one; here it is passed by hand:
+
+    >>> import optax
+    >>> from jaxnet import losses, nn
+    >>> from jaxnet.train import TrainState, fit
+    >>> apply, params, model_state = nn.functional(nn.Linear(2, 2, rngs=nn.Rngs(0)))
+    >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
+    >>> data = (np.full((8, 2), np.nan, np.float32), np.zeros(8, np.int32))
+    >>> fit(state, apply, losses.cross_entropy, optax.sgd(0.1), data, epochs=1,
+    ...     batch_size=4, check_finite=False, callbacks=[FiniteCheck()],
+    ...     progress=False, log=None)
+    Traceback (most recent call last):
+    ...
+    jaxnet.callbacks.NonFiniteError: non-finite values at epoch 1, step 0 of that epoch: ...
     """
 
     def __init__(self):
@@ -154,6 +198,28 @@ class Checkpoint(Callback):
 
     Each checkpoint also holds the epoch, the history and ``run.config``, so
     ``fit(..., resume=True)`` continues exactly. Keeps the newest ``keep``.
+
+    Args:
+      directory: folder of the checkpoints (``str`` or ``Path``), one per epoch
+        numbered by the epoch.
+      keep: how many of the newest checkpoints to keep, > 0.
+
+    ``fit(checkpoint_dir=...)`` adds one (and locks the folder); here it is
+    passed by hand:
+
+    >>> import tempfile
+    >>> import optax
+    >>> from jaxnet import checkpoint, losses, nn
+    >>> from jaxnet.train import TrainState, fit
+    >>> apply, params, model_state = nn.functional(nn.Linear(2, 2, rngs=nn.Rngs(0)))
+    >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
+    >>> data = (np.ones((8, 2), np.float32), np.array([0, 1] * 4))
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = fit(state, apply, losses.cross_entropy, optax.sgd(0.1), data, epochs=2,
+    ...         batch_size=4, callbacks=[Checkpoint(folder, keep=1)], progress=False,
+    ...         log=None)
+    >>> checkpoint.all_steps(folder)
+    [2]
     """
 
     def __init__(self, directory, *, keep: int = 3):
@@ -188,7 +254,17 @@ def format_epoch(logs: dict, epochs: int) -> str:
 
 
 class EpochLog(Callback):
-    """One line per epoch: losses, validation metrics and time, through ``log``."""
+    """One line per epoch: losses, validation metrics and time, through ``log``.
+
+    Args:
+      log: called with each line (a ``str``); default ``print``.
+
+    >>> run = Run(apply=None, loss_fn=None, optimizer=None, loader=None, epochs=5)
+    >>> logs = {"epoch": 2, "train_loss": 0.25, "val_loss": 0.5, "val_accuracy": 0.875,
+    ...         "seconds": 1.5}
+    >>> EpochLog().on_epoch_end(run, 2, None, logs)
+    epoch 2/5  train_loss 0.2500  val_loss 0.5000  val_accuracy 0.8750  1.50s
+    """
 
     def __init__(self, log: Callable[[str], Any] = print):
         self.log = log
@@ -198,8 +274,25 @@ class EpochLog(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar: per epoch for array datasets (one compiled scan per epoch), per
-    batch with the running loss for per-example datasets."""
+    """A tqdm bar: per epoch for array datasets, per batch for per-example datasets.
+
+    Array datasets run one compiled scan per epoch, so the bar advances once
+    per epoch; per-example datasets advance it every batch and show the
+    running loss. The bar draws on stderr and is closed when training ends.
+    ``fit(progress=True)`` (the default) adds one; here it is passed by hand:
+
+    >>> import optax
+    >>> from jaxnet import losses, nn
+    >>> from jaxnet.train import TrainState, fit
+    >>> apply, params, model_state = nn.functional(nn.Linear(2, 2, rngs=nn.Rngs(0)))
+    >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
+    >>> data = (np.ones((8, 2), np.float32), np.array([0, 1] * 4))
+    >>> bar = ProgressBar()
+    >>> _ = fit(state, apply, losses.cross_entropy, optax.sgd(0.1), data, epochs=1,
+    ...         batch_size=4, callbacks=[bar], progress=False, log=None)
+    >>> bar.bar is None  # closed
+    True
+    """
 
     def __init__(self):
         self.bar = None
@@ -233,14 +326,28 @@ class ProgressBar(Callback):
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved for ``patience`` epochs.
+    """Stop when ``monitor`` has not improved for more than ``patience`` epochs.
+
+    Training stops at the ``patience + 1``-th epoch in a row without an
+    improvement (``patience=0``: the first one), like PyTorch's
+    ``ReduceLROnPlateau``; Keras stops one epoch earlier. ``best`` holds the
+    best value seen and ``stopped_epoch`` the epoch it stopped at (or ``None``).
 
     Args:
       monitor: a key of the epoch logs, e.g. ``"val_loss"`` or ``"val_accuracy"``.
       patience: epochs without improvement to wait, >= 0.
       min_delta: the smallest change that counts as an improvement.
-      mode: ``"min"``, ``"max"``, or ``"auto"`` (max for names with
-        "accuracy", else min).
+      mode: ``"min"``, ``"max"``, or ``"auto"`` (max for names containing
+        ``"acc"``, such as ``"val_accuracy"``, else min).
+
+    >>> stop = EarlyStopping("val_loss", patience=1)
+    >>> [stop.on_epoch_end(None, epoch, None, {"val_loss": v})
+    ...  for epoch, v in enumerate([0.5, 0.25, 0.375, 0.3125], start=1)]
+    [None, None, None, True]
+    >>> stop.best, stop.stopped_epoch
+    (0.25, 4)
+    >>> EarlyStopping("val_accuracy").mode
+    'max'
     """
 
     def __init__(self, monitor: str = "val_loss", *, patience: int = 3, min_delta: float = 0.0,
