@@ -142,6 +142,12 @@ def make_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
 def describe(mesh: Mesh) -> str:
     """``data parallel over 4 devices in 2 processes``.
 
+    Args:
+      mesh: a ``jax.sharding.Mesh`` (e.g. from ``make_mesh``).
+
+    Returns:
+      str, one line naming the device and process counts.
+
     >>> describe(make_mesh(1))
     'data parallel over 1 device in 1 process'
     """
@@ -153,6 +159,14 @@ def describe(mesh: Mesh) -> str:
 def check_batch_size(batch_size: int, mesh: Mesh, *, name: str = "batch_size") -> int:
     """``batch_size`` if the mesh's devices split it evenly, else a ``ValueError`` naming
     the nearest sizes that work.
+
+    Args:
+      batch_size: int, the global batch size.
+      mesh: a mesh with a ``"data"`` axis (``make_mesh``).
+      name: how the caller's argument is spelled in the message.
+
+    Returns:
+      ``batch_size``, unchanged.
 
     >>> check_batch_size(130, make_mesh(1))
     130
@@ -193,6 +207,18 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     In a multi-process run every process must pass the same values (fit makes
     sure of it with ``broadcast_from_primary``). Leaves already replicated on
     ``mesh`` are returned as they are.
+
+    Args:
+      tree: a pytree of arrays (numpy or JAX), the same values in every process.
+      mesh: a mesh with a ``"data"`` axis (``make_mesh``).
+
+    Returns:
+      The pytree with every leaf a ``jax.Array`` of the same shape and dtype,
+      fully replicated (``NamedSharding(mesh, P())``).
+
+    >>> state = replicate({"w": np.ones((2, 3), np.float32)}, make_mesh(1))
+    >>> state["w"].shape, state["w"].sharding.is_fully_replicated
+    ((2, 3), True)
     """
     sharding = NamedSharding(_check_mesh(mesh), P())
     return jax.tree.map(lambda x: _put(x, sharding), tree)
@@ -204,6 +230,20 @@ def shard_batch(tree: Any, mesh: Mesh, *, axis: int = 0) -> Any:
     Each process passes the whole global batch and places only the rows its
     devices hold (``iter_epoch`` fetches only those rows instead). ``axis=1``
     shards ``(num_batches, batch_size)`` index arrays, as the scan epoch uses.
+
+    Args:
+      tree: a pytree of arrays whose dimension ``axis`` is the global batch
+        size, a multiple of the mesh's device count.
+      mesh: a mesh with a ``"data"`` axis (``make_mesh``).
+      axis: int, the batch axis.
+
+    Returns:
+      The pytree with every leaf a ``jax.Array`` of the same shape and dtype,
+      split along ``axis`` over the ``"data"`` axis.
+
+    >>> x, y = shard_batch((np.zeros((4, 2)), np.arange(4)), make_mesh(1))
+    >>> x.shape, y.tolist(), x.sharding.spec == P(DATA_AXIS)
+    ((4, 2), [0, 1, 2, 3], True)
     """
     _check_mesh(mesh)
     sharding = NamedSharding(mesh, P(*([None] * axis), DATA_AXIS))
@@ -221,6 +261,13 @@ def shard_batch(tree: Any, mesh: Mesh, *, axis: int = 0) -> Any:
 def local_rows(mesh: Mesh, batch_size: int) -> slice:
     """The rows of every global batch that this process's devices hold (all of them with
     one process).
+
+    Args:
+      mesh: a mesh from ``make_mesh`` (each process's devices one contiguous block).
+      batch_size: int, the global batch size, a multiple of the device count.
+
+    Returns:
+      ``slice(lo, hi)`` into the rows of a global batch.
 
     >>> local_rows(make_mesh(1), 64)
     slice(0, 64, None)
@@ -244,6 +291,22 @@ def iter_epoch(loader, epoch: int, mesh: Mesh) -> Iterator[Any]:
     epoch). With several processes each one fetches and collates only the
     rows of each batch that its devices hold
     (``jax.make_array_from_process_local_data``).
+
+    Args:
+      loader: a ``jaxnet.data.DataLoader`` whose ``batch_size`` is a multiple
+        of the mesh's device count.
+      epoch: int, the epoch (from 0) whose order to use.
+      mesh: a mesh from ``make_mesh``.
+
+    Yields:
+      ``(x, y, mask)`` global ``jax.Array`` s of ``batch_size`` rows each,
+      sharded along their first axis; ``mask`` is bool, False on padding.
+
+    >>> from jaxnet.data import ArrayDataset, DataLoader
+    >>> loader = DataLoader(ArrayDataset(np.zeros((5, 2), np.float32), np.arange(5)),
+    ...                     batch_size=4)
+    >>> [(x.shape, m.tolist()) for x, y, m in iter_epoch(loader, 0, make_mesh(1))]
+    [((4, 2), [True, True, True, True]), ((4, 2), [True, False, False, False])]
     """
     batch_size = check_batch_size(loader.batch_size, _check_mesh(mesh))
     rows = local_rows(mesh, batch_size)
@@ -263,7 +326,14 @@ def iter_epoch(loader, epoch: int, mesh: Mesh) -> Iterator[Any]:
 
 
 def is_primary() -> bool:
-    """True in process 0, the one that logs and checkpoints (always True with one process)."""
+    """True in process 0, the one that logs and checkpoints (always True with one process).
+
+    Returns:
+      bool, ``jax.process_index() == 0``.
+
+    >>> is_primary()
+    True
+    """
     return jax.process_index() == 0
 
 
@@ -273,6 +343,20 @@ def broadcast_from_primary(tree: Any) -> Any:
     Every process must pass a tree of the same structure, shapes and dtypes.
     The bytes are sent, not the numbers, so -0.0, NaN payloads and integer
     keys arrive unchanged. With one process ``tree`` is returned as it is.
+
+    Args:
+      tree: a pytree of arrays, the same structure, shapes and dtypes in
+        every process.
+
+    Returns:
+      With several processes, a pytree of numpy arrays of the same shapes and
+      dtypes holding process 0's values; with one process, ``tree`` itself.
+
+    The one-process case (every process of a run calls it the same way):
+
+    >>> tree = {"w": np.arange(3)}
+    >>> broadcast_from_primary(tree) is tree
+    True
     """
     if jax.process_count() == 1:
         return tree
@@ -297,7 +381,24 @@ def _broadcast_json(value: Any) -> Any:
 def start_from_primary(mesh: Mesh, state: Any, start_epoch: int, history: list
                        ) -> tuple[Any, int, list]:
     """``fit``'s starting point on ``mesh``: process 0's (possibly resumed) state,
-    replicated, with its epoch and history, in every process."""
+    replicated, with its epoch and history, in every process.
+
+    Args:
+      state: a pytree of arrays (a ``TrainState``), same structure in every process.
+      start_epoch: int, the last finished epoch (0 for a new run).
+      history: list of JSON-able per-epoch dicts.
+
+    Returns:
+      ``(state, start_epoch, history)``: process 0's values (every process's
+      own with one process), the state replicated on ``mesh``.
+
+    The one-process case:
+
+    >>> state, epoch, history = start_from_primary(make_mesh(1), {"w": np.ones(2)}, 3,
+    ...                                            [{"epoch": 3}])
+    >>> state["w"].sharding.is_fully_replicated, epoch, history
+    (True, 3, [{'epoch': 3}])
+    """
     if jax.process_count() > 1:
         state = broadcast_from_primary(state)
         start_epoch, history = _broadcast_json([start_epoch, history])
@@ -350,6 +451,18 @@ def initialize_distributed(coordinator_address: str | None = None,
     If the processes cannot all connect within ``timeout_s``, JAX would abort
     the process with a stack trace; this function ends it first, with exit
     status 1 and one line on stderr saying what to check.
+
+    A real run needs several processes, each starting with (``K`` its index)::
+
+        parallel.initialize_distributed("10.0.0.1:1234", num_processes=2, process_id=K)
+        mesh = parallel.make_mesh()  # every device of both processes
+
+    In one process, the arguments are checked before anything connects:
+
+    >>> initialize_distributed("10.0.0.1", num_processes=2, process_id=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: coordinator_address: expected 'HOST:PORT' ...
     """
     if coordinator_address is not None:
         _check_address(coordinator_address)
@@ -411,6 +524,26 @@ def setup_mesh(devices: int | None = None, *, coordinator_address: str | None = 
     devices for ``devices`` (``jax_num_cpu_devices``, unless ``XLA_FLAGS``
     already sets a count). Returns ``None`` when nothing is asked: one device,
     no mesh, exactly the single-device path.
+
+    Args:
+      devices: optional int, devices in all (a multiple of ``num_processes``).
+      coordinator_address: ``"HOST:PORT"`` of process 0 (multi-process runs).
+      num_processes: how many processes take part.
+      process_id: this process's index.
+      timeout_s: how long to wait for every process to connect.
+
+    Returns:
+      A one-axis ``jax.sharding.Mesh`` (``make_mesh(devices)``), or ``None``
+      when no argument is given.
+
+    A multi-process run calls it in every process, e.g. ``setup_mesh(4,
+    coordinator_address="10.0.0.1:1234", num_processes=2, process_id=K)``.
+    In one process:
+
+    >>> print(setup_mesh())
+    None
+    >>> setup_mesh(1).size
+    1
     """
     distributed = any(v is not None for v in (coordinator_address, num_processes, process_id))
     if devices is not None:
@@ -443,7 +576,20 @@ _LOST = ("Gloo", "Connection closed", "Connection reset", "heartbeat", "coordina
 def peer_failures() -> Iterator[None]:
     """Inside, a collective or coordination failure of a multi-process run becomes a
     ``DistributedError`` saying that another process stopped (XLA's own message is
-    kept in parentheses)."""
+    kept in parentheses).
+
+    Yields:
+      Nothing: a context manager for the code that runs collectives.
+
+    A peer's failure can only happen with several processes; with one, any
+    error passes through unchanged:
+
+    >>> with peer_failures():
+    ...     raise ValueError("batch: bad shape")
+    Traceback (most recent call last):
+    ...
+    ValueError: batch: bad shape
+    """
     try:
         yield
     except (RuntimeError, ValueError) as e:
@@ -465,6 +611,18 @@ def end_process(code: int) -> int:
     At exit JAX's shutdown waits for every process at a barrier (one may be
     gone, or waiting for this one in a collective) and then aborts with a
     stack trace; ending at once lets the others see the failure immediately.
+
+    Args:
+      code: int, the process's exit status.
+
+    Returns:
+      ``code`` (a failing process of a multi-process run does not return).
+
+    Typical use: ``sys.exit(end_process(main()))``. In one process it only
+    returns the status:
+
+    >>> end_process(0), end_process(2)
+    (0, 2)
     """
     if code and jax.distributed.is_initialized() and jax.process_count() > 1:
         sys.stdout.flush()
