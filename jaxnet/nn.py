@@ -106,6 +106,21 @@ class Module(nnx.Module):
     Subclass it, create layers in ``__init__(…, rngs)`` and compute in
     ``__call__`` (PyTorch's ``forward``). ``print(model)`` shows the nested
     layers the way PyTorch does.
+
+    >>> class TwoLayer(Module):
+    ...     def __init__(self, *, rngs):
+    ...         self.hidden = Linear(2, 3, rngs=rngs)
+    ...         self.out = Linear(3, 1, rngs=rngs)
+    ...     def __call__(self, x):
+    ...         return self.out(jax.nn.relu(self.hidden(x)))
+    >>> model = TwoLayer(rngs=Rngs(0))
+    >>> print(model)
+    TwoLayer(
+      (hidden): Linear(in_features=2, out_features=3, bias=True)
+      (out): Linear(in_features=3, out_features=1, bias=True)
+    )
+    >>> model(jnp.ones((4, 2))).shape
+    (4, 1)
     """
 
     def __repr__(self) -> str:
@@ -224,35 +239,55 @@ class _Stateless(_Described):
 
 
 class Identity(_Stateless):
-    """Returns its input (``nn.Identity``)."""
+    """Returns its input (``nn.Identity``).
+
+    >>> Identity()(jnp.array([1.0, -2.0])).tolist()
+    [1.0, -2.0]
+    """
 
     def __call__(self, x):
         return x
 
 
 class ReLU(_Stateless):
-    """``max(x, 0)`` elementwise (``nn.ReLU``)."""
+    """``max(x, 0)`` elementwise (``nn.ReLU``): any shape, same shape and dtype out.
+
+    >>> ReLU()(jnp.array([-1.0, 0.0, 2.0])).tolist()
+    [0.0, 0.0, 2.0]
+    """
 
     def __call__(self, x):
         return jax.nn.relu(x)
 
 
 class Sigmoid(_Stateless):
-    """``1 / (1 + exp(-x))`` elementwise (``nn.Sigmoid``)."""
+    """``1 / (1 + exp(-x))`` elementwise (``nn.Sigmoid``): any shape, same shape out.
+
+    >>> Sigmoid()(jnp.array([0.0])).tolist()
+    [0.5]
+    """
 
     def __call__(self, x):
         return jax.nn.sigmoid(x)
 
 
 class Tanh(_Stateless):
-    """``tanh(x)`` elementwise (``nn.Tanh``)."""
+    """``tanh(x)`` elementwise (``nn.Tanh``): any shape, same shape out.
+
+    >>> Tanh()(jnp.array([0.0, 1.0])).round(4).tolist()
+    [0.0, 0.7616]
+    """
 
     def __call__(self, x):
         return jnp.tanh(x)
 
 
 class GELU(_Stateless):
-    """The exact (erf) GELU, as PyTorch's default ``nn.GELU()``."""
+    """The exact (erf) GELU, as PyTorch's default ``nn.GELU()``: any shape, same shape out.
+
+    >>> GELU()(jnp.array([-1.0, 0.0, 1.0])).round(4).tolist()
+    [-0.1587, 0.0, 0.8413]
+    """
 
     def __call__(self, x):
         return jax.nn.gelu(x, approximate=False)
@@ -260,6 +295,9 @@ class GELU(_Stateless):
 
 class Softmax(_Described):
     """``nn.Softmax(dim)``: probabilities along ``dim`` (default the last axis).
+
+    Args:
+      dim: the axis that sums to 1; the output has the input's shape.
 
     >>> Softmax(dim=1)(jnp.zeros((1, 4)))
     Array([[0.25, 0.25, 0.25, 0.25]], dtype=float32)
@@ -276,7 +314,14 @@ class Softmax(_Described):
 
 
 class LogSoftmax(_Described):
-    """``nn.LogSoftmax(dim)``: log-probabilities along ``dim``, for ``losses.nll_loss``."""
+    """``nn.LogSoftmax(dim)``: log-probabilities along ``dim``, for ``losses.nll_loss``.
+
+    Args:
+      dim: the axis normalised over; the output has the input's shape.
+
+    >>> LogSoftmax()(jnp.log(jnp.array([[1.0, 3.0]]))).round(4).tolist()
+    [[-1.3863, -0.2877]]
+    """
 
     def __init__(self, dim: int = -1):
         self.dim = int(dim)
@@ -290,6 +335,10 @@ class LogSoftmax(_Described):
 
 class Flatten(_Described):
     """``nn.Flatten(start_dim=1, end_dim=-1)``: e.g. ``(N, 28, 28) -> (N, 784)``.
+
+    Args:
+      start_dim: first axis merged into one.
+      end_dim: last axis merged (inclusive; negative counts from the end).
 
     >>> Flatten()(jnp.zeros((2, 28, 28))).shape
     (2, 784)
@@ -315,6 +364,10 @@ class Dropout(_Described, nnx.Dropout):
     (the train step passes ``train=True`` and a fresh key every step;
     ``evaluate`` passes ``train=False``). Called directly, the layer follows
     NNX's ``model.train()``/``model.eval()`` and needs ``rngs`` for training.
+
+    Args:
+      p: probability of zeroing an element, in ``[0, 1]``.
+      rngs: optional ``nn.Rngs``, only needed to train the layer called directly.
 
     >>> drop = Dropout(0.5)
     >>> apply, params, state = functional(drop)
@@ -363,6 +416,14 @@ class BatchNorm1d(_Described):
     Note: in a padded last batch (``DataLoader(pad_last=True)``, which ``fit``
     uses) the padding rows count in that batch's statistics; use
     ``drop_last=True`` to match PyTorch exactly there.
+
+    Args:
+      num_features: ``C``, the size of the feature axis (axis 1).
+      eps: added to the variance for numerical stability.
+      momentum: weight of the batch statistics in the running update.
+      affine: learn a per-feature ``weight`` and ``bias``, each ``(C,)``.
+
+    The output has the input's shape and dtype.
 
     >>> bn = BatchNorm1d(3)
     >>> apply, params, state = functional(bn)
@@ -415,6 +476,10 @@ class BatchNorm1d(_Described):
 
 class Sequential(Module, nnx.Sequential):
     """``nn.Sequential(*layers)``: calls its layers in order; indexable like a list.
+
+    Args:
+      *layers: modules (or callables) applied in order; each one's output is
+        the next one's input.
 
     >>> model = Sequential(Linear(4, 3, rngs=Rngs(0)), ReLU(), Linear(3, 1, rngs=Rngs(1)))
     >>> len(model), model[0].weight.shape, type(model[1]).__name__
@@ -499,7 +564,12 @@ class MLP(Sequential):
 # ---------------------------------------------------------------------------- pure view
 
 class Functional(NamedTuple):
-    """What ``functional(model)`` returns: unpack as ``apply, params, state = ...``."""
+    """What ``functional(model)`` returns: unpack as ``apply, params, state = ...``.
+
+    >>> f = functional(Linear(2, 1, rngs=Rngs(0)))
+    >>> f.apply(f.params, f.state, jnp.ones((3, 2)))[0].shape, sorted(f.params), f.state
+    ((3, 1), ['bias', 'kernel'], {})
+    """
 
     apply: Callable[..., tuple[Any, Any]]
     """``apply(params, state, x, *, train=False, rng=None) -> (outputs, new_state)``."""
@@ -554,6 +624,9 @@ def functional(model: nnx.Module) -> Functional:
     It returns ``(outputs, new_state)``; ``new_state is state`` in
     evaluation. The model object itself is not changed.
 
+    Args:
+      model: an ``nn.Module`` (Flax NNX module) that defines ``__call__``.
+
     Returns:
       ``Functional(apply, params, state)``: ``params`` and ``state`` are plain
       nested dicts of arrays (together, PyTorch's ``state_dict``).
@@ -580,6 +653,13 @@ def functional(model: nnx.Module) -> Functional:
 def state_dict(model: nnx.Module) -> dict:
     """Parameters and buffers (BatchNorm statistics) as one nested dict (``model.state_dict()``).
 
+    Args:
+      model: an ``nn.Module``.
+
+    Returns:
+      A nested dict (sub-module names, then list indices for ``Sequential``)
+      of arrays; the model's RNG state is left out.
+
     >>> sorted(state_dict(Sequential(Linear(2, 2, rngs=Rngs(0)), BatchNorm1d(2)))["layers"][1])
     ['bias', 'running_mean', 'running_var', 'weight']
     """
@@ -589,8 +669,22 @@ def state_dict(model: nnx.Module) -> dict:
 def load_state_dict(model: nnx.Module, values: dict) -> None:
     """Copy ``values`` (from ``state_dict``) into ``model`` in place (``load_state_dict``).
 
-    Raises ``ValueError`` naming the missing/unexpected paths, or the first path
-    whose shape differs, with both shapes.
+    Args:
+      model: the ``nn.Module`` to update.
+      values: a nested dict of arrays with exactly the structure and shapes of
+        ``state_dict(model)``.
+
+    Returns:
+      ``None``; ``model`` holds the new values.
+
+    Raises:
+      ValueError: naming the missing/unexpected paths, or the first path
+        whose shape differs, with both shapes.
+
+    >>> a, b = Linear(2, 1, rngs=Rngs(0)), Linear(2, 1, rngs=Rngs(1))
+    >>> load_state_dict(b, state_dict(a))
+    >>> bool(jnp.array_equal(a.kernel[...], b.kernel[...]))
+    True
     """
     current = nnx.state(model, nnx.Not(_RNG))
     want = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(current))[0]
@@ -613,6 +707,15 @@ def load_state_dict(model: nnx.Module, values: dict) -> None:
 def count_params(model_or_params: Any) -> int:
     """Number of trainable parameters of a module, or of a params pytree.
 
+    Args:
+      model_or_params: an ``nn.Module`` (its ``nnx.Param`` leaves are counted)
+        or any pytree of arrays, e.g. ``params`` from ``functional``.
+
+    Returns:
+      The total number of elements, a Python ``int``.
+
+    >>> count_params({"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)})
+    8
     >>> count_params(MLP(50, [30, 20], 3, rngs=123))
     2213
     """
@@ -688,6 +791,15 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float
     Shapes are computed abstractly in evaluation mode (nothing runs, nothing
     changes). ``input_shape`` includes the batch dimension. ``Params`` counts a
     layer's own parameters (``--``: none; a container's are in its children's rows).
+
+    Args:
+      model: an ``nn.Module``.
+      input_shape: the input's shape, batch dimension included, e.g. ``(64, 784)``.
+      dtype: the input's dtype.
+      print_fn: called with the table; ``None`` to only return it.
+
+    Returns:
+      The table as one string (lines separated by ``\\n``).
 
     >>> text = summary(MLP(784, [512, 256], 10, rngs=0), (64, 784), print_fn=None)
     >>> print(text.splitlines()[5])
