@@ -326,12 +326,12 @@ class ProgressBar(Callback):
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved for more than ``patience`` epochs.
+    """Stop when ``monitor`` has not improved for ``patience`` epochs in a row.
 
-    Training stops at the ``patience + 1``-th epoch in a row without an
-    improvement (``patience=0``: the first one), like PyTorch's
-    ``ReduceLROnPlateau``; Keras stops one epoch earlier. ``best`` holds the
-    best value seen and ``stopped_epoch`` the epoch it stopped at (or ``None``).
+    Keras's rule: training stops at the ``patience``-th epoch in a row
+    without an improvement (``patience=0`` or ``1``: the first one). ``best``
+    holds the best value seen and ``stopped_epoch`` the epoch it stopped at
+    (or ``None``).
 
     Args:
       monitor: a key of the epoch logs, e.g. ``"val_loss"`` or ``"val_accuracy"``.
@@ -340,7 +340,7 @@ class EarlyStopping(Callback):
       mode: ``"min"``, ``"max"``, or ``"auto"`` (max for names containing
         ``"acc"``, such as ``"val_accuracy"``, else min).
 
-    >>> stop = EarlyStopping("val_loss", patience=1)
+    >>> stop = EarlyStopping("val_loss", patience=2)
     >>> [stop.on_epoch_end(None, epoch, None, {"val_loss": v})
     ...  for epoch, v in enumerate([0.5, 0.25, 0.375, 0.3125], start=1)]
     [None, None, None, True]
@@ -372,7 +372,7 @@ class EarlyStopping(Callback):
             self.best, self.wait = value, 0
             return None
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= max(self.patience, 1):
             self.stopped_epoch = epoch
             return True
         return None

@@ -387,7 +387,7 @@ def test_early_stopping_stops_when_the_monitor_stops_improving():
     state, history = fit(state, apply, losses.cross_entropy, optimizer, (x, y), epochs=10,
                          batch_size=50, val_data=(x, y), callbacks=[stop], progress=False,
                          log=None)
-    assert len(history) == 3 and stop.stopped_epoch == 3
+    assert len(history) == 2 and stop.stopped_epoch == 2  # Keras's rule: 1 epoch of patience
     with pytest.raises(KeyError, match="monitor 'val_loss' is not in the epoch logs"):
         fit(state, apply, losses.cross_entropy, optimizer, (x, y), epochs=1, batch_size=50,
             callbacks=[callbacks.EarlyStopping()], progress=False, log=None)
