@@ -509,16 +509,23 @@ def _check_same_config(saved: dict | None, config: dict | None, directory) -> No
     diff = {k: (saved.get(k), config.get(k)) for k in keys
             if k != "epochs" and saved.get(k) != config.get(k)}
     if diff:
+        why = (" (the learning-rate schedule's length follows epochs: a run with a schedule "
+               "cannot grow, one with a constant rate can)" if "schedule_steps" in diff else "")
         raise ValueError(
             f"resume: {directory} was written by a run with another configuration: "
             + ", ".join(f"{k} {a!r} (checkpoint) vs {b!r} (now)" for k, (a, b) in diff.items())
-            + "; resume with the settings it was started with, or train a new run in an "
+            + why + "; resume with the settings it was started with, or train a new run in an "
               "empty folder")
 
 
 def _resume(checkpoint_dir, state, config, log) -> tuple[TrainState, int, list[dict]]:
     from . import checkpoint
 
+    try:  # refuse another configuration before announcing the resume
+        newest = checkpoint.load_metadata(checkpoint_dir).get("config")
+    except checkpoint.CheckpointError:
+        newest = None  # none, or damaged: resume_state falls back and says so
+    _check_same_config(newest, config, checkpoint_dir)
     state, start_epoch, history, saved = checkpoint.resume_state(checkpoint_dir, state, log=log)
     _check_same_config(saved, config, checkpoint_dir)
     return state, start_epoch, history
