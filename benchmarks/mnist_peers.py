@@ -382,7 +382,7 @@ def plot_grid(grid: list[dict], ceiling: float, path: Path, title: str) -> bool:
     left.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     left.set_ylabel("steady-state epoch (s)")
     right.set_ylabel(f"% of matmul ceiling ({ceiling:.0f} GFLOP/s)")
-    left.legend(fontsize=7)
+    left.legend(fontsize=7, handlelength=3)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -64,7 +64,7 @@ def components(jax, jnp, optax, ravel_pytree, init, unravel, barrier, n: int = 3
     tree = init(jax.random.key(0))
     grads = jax.tree.map(lambda a: a * 1e-3, tree)
     flat = ravel_pytree(tree)[0]
-    t_tree, t_flat = ms(tree, grads), ms(flat, ravel_pytree(grads)[0])
+    t_tree, t_flat = ms(tree, grads), ms(jnp.copy(flat), ravel_pytree(grads)[0])
     jax.block_until_ready(roundtrip(flat))
     t0 = time.perf_counter()
     for _ in range(n):
