@@ -47,6 +47,22 @@ class DropoutBatchNormNet(nn.Module):
         return self.fc2(self.drop(jax.nn.relu(self.bn(self.fc1(x)))))
 
 
+def test_create_gives_the_optimizers_own_init_and_copies_the_model_state():
+    # create builds the state in one compiled program; it must equal what the
+    # optimizer's eager init gives, for a chain with a schedule, and copy the
+    # BatchNorm statistics as it copies the parameters
+    apply, params, model_state = nn.functional(DropoutBatchNormNet(rngs=nn.Rngs(0)))
+    optimizer = optax.chain(optax.clip_by_global_norm(1.0),
+                            optax.adamw(optax.cosine_decay_schedule(1e-3, 100)))
+    state = TrainState.create(params, optimizer, model_state=model_state)
+    expected = optimizer.init(params)
+    assert jax.tree.structure(state.opt_state) == jax.tree.structure(expected)
+    for got, want in zip(jax.tree.leaves(state.opt_state), jax.tree.leaves(expected), strict=True):
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+    for got, given in zip(jax.tree.leaves(state.model_state), jax.tree.leaves(model_state),
+                          strict=True):
+        assert got is not given and np.array_equal(got, given)
+
 def test_train_state_is_a_pytree_and_create_copies_params():
     apply, params, optimizer, state = setup()
     leaves = jax.tree.leaves(state)
