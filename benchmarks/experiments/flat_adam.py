@@ -28,7 +28,8 @@ Measured on the 2-core AMD EPYC (Zen 2, AVX2) of 2026-11-24: the flat
 layout is 11.6x slower per epoch. ``jax.profiler`` puts 7.7 s of its 16.5 s
 epoch in the one loop fusion that concatenates the gradients into the flat
 vector (8 ms a step: XLA's CPU concatenate emitter), and inside a scan the
-flat Adam update alone takes 260 us a step against 299 us on the pytree: the
+flat Adam update alone takes 234-260 us a step against 283-299 us on the
+pytree (``optimizer_update.py``; both vary up to 2x with the host): the
 update is bound by memory traffic and fp32 divide/sqrt throughput, not by
 per-leaf overhead, so this lever buys at most ~3% of a step even if the
 concatenation were free. jaxnet keeps the pytree.
