@@ -778,6 +778,16 @@ def _record_calls(modules: list[nnx.Module], shapes: dict[int, str]):
     return restore
 
 
+def _record_function(fn: Callable, key: tuple, shapes: dict) -> Callable:
+    """``fn`` that also records its first output shape in ``shapes[key]`` (call order)."""
+    def recorded(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        shapes.setdefault(key, _shapes(out))
+        return out
+
+    return recorded
+
+
 def _sort_key(path: tuple) -> list:
     return [(0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in path]
 
@@ -791,6 +801,8 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float
     Shapes are computed abstractly in evaluation mode (nothing runs, nothing
     changes). ``input_shape`` includes the batch dimension. ``Params`` counts a
     layer's own parameters (``--``: none; a container's are in its children's rows).
+    A plain function in a ``Sequential`` (``jax.nn.relu``) is a row named by its
+    index and typed by its name, as ``print(model)`` shows it.
 
     Args:
       model: an ``nn.Module``.
@@ -815,14 +827,23 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float
     # "layers.layers.0", so that list is neither a row nor a part of the names.
     hidden = {p for p, m in modules.items() if p and p[-1] == "layers"
               and isinstance(m, nnx.List) and isinstance(modules.get(p[:-1]), nnx.Sequential)}
-    shapes: dict[int, str] = {}
-    rows_by_path: dict[tuple, int] = {}
+    # A plain function in a Sequential (``jax.nn.relu``) is a row too, named like
+    # its index and typed by its own name, as ``print(model)`` shows it.
+    functions = {p + ("layers", i): getattr(f, "__name__", type(f).__name__)
+                 for p, m in modules.items() if isinstance(m, nnx.Sequential)
+                 for i, f in enumerate(m.layers) if not isinstance(f, nnx.Module)}
+    shapes: dict[Any, str] = {}
+    rows_by_path: dict[tuple, Any] = {}
 
     def traced(params, state, x):
         module = merge(params, state)
         _set_mode(module, False, None)
         found = [(p, m) for p, m in nnx.iter_modules(module) if p not in hidden]
         rows_by_path.update((p, id(m)) for p, m in found)
+        rows_by_path.update((p, p) for p in functions)  # a function's key: its path
+        for path in functions:
+            layers = dict(found)[path[:-2]].layers
+            layers[path[-1]] = _record_function(layers[path[-1]], path, shapes)
         restore = _record_calls([m for _, m in found], shapes)
         try:
             return module(x)
@@ -851,8 +872,8 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float
         name = name or type(model).__name__
         n = own.get(path, 0)
         count = f"{n:,}" if n else "--"
-        rows.append(("  " * depth + name, _describe(modules[path]),
-                     shapes.get(rows_by_path[path], "--"), count))
+        kind = functions[path] if path in functions else _describe(modules[path])
+        rows.append(("  " * depth + name, kind, shapes.get(rows_by_path[path], "--"), count))
     header = ("Layer", "Type", "Output shape", "Params")
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(4)]
     w0, w1, w2, w3 = widths

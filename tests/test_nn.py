@@ -88,6 +88,19 @@ def test_summary_orders_layers_by_call_and_counts_state_without_changing_it():
     assert nn.Linear.__call__ is nnx.Linear.__call__  # the recording wrappers are gone
 
 
+def test_summary_lists_plain_functions_in_a_sequential_and_leaves_them_in_place():
+    # JAX users put functions such as jax.nn.relu in a Sequential; print(model)
+    # shows them, so the summary must too (it used to skip them silently)
+    model = nn.Sequential(nn.Linear(4, 8, rngs=nn.Rngs(0)), jax.nn.relu,
+                          nn.Linear(8, 2, rngs=nn.Rngs(1)), lambda x: x * 2)
+    text = nn.summary(model, (3, 4), print_fn=None)
+    rows = [line.split() for line in text.splitlines()[4:-3]]
+    assert [r[:2] for r in rows] == [["Sequential", "Sequential"], ["0", "Linear(4,"],
+                                     ["1", "relu"], ["2", "Linear(8,"], ["3", "<lambda>"]]
+    assert rows[2][2:] == ["(3,", "8)", "--"] and rows[4][2:] == ["(3,", "2)", "--"]
+    assert model.layers[1] is jax.nn.relu  # the recording wrapper was on a copy
+    assert model(jnp.ones((3, 4))).shape == (3, 2)
+
 def test_summary_of_mlp():
     text = nn.summary(nn.MLP(784, [512, 256], 10, rngs=0), (64, 784), print_fn=None)
     assert any(line.split()[:5] == ["0", "Linear(784,", "512)", "(64,", "512)"]
