@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "peers"))
-import _common  # noqa: E402  (numpy only: the shared IDX reader)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _course import course_epoch  # noqa: E402
 
 DEFAULT_OPTIONS = [
     "xla_cpu_enable_concurrency_optimized_scheduler=true",
@@ -54,30 +54,15 @@ def main(argv=None) -> int:
 
     import jax
 
-    from jaxnet import losses, mnist, nn, train
-    from jaxnet.data import ArrayDataset, DataLoader
-
-    config = mnist.RECIPES["course"]
-    x, y = _common.load_split(_common.data_dir(args.data_dir), "train")
-    loader = DataLoader(ArrayDataset(x, y.astype(np.int32)), batch_size=config.batch_size,
-                        shuffle=True, seed=config.seed)
-    model_apply, params, model_state = nn.functional(mnist.build_model(config))
-
-    def apply(params, model_state, pixels, **mode):
-        return model_apply(params, model_state, mnist.normalize(pixels), **mode)
-
-    optimizer = mnist.make_optimizer(config, len(loader))
-    epoch = train.make_epoch(apply, losses.nll_loss, optimizer)
-    data = (jax.device_put(x), jax.device_put(y.astype(np.int32)))
-    batches = [tuple(jax.device_put(a) for a in loader.index_batches(e))
-               for e in range(args.rounds + 1)]
+    course = course_epoch(args.data_dir, args.rounds + 1)
+    epoch, data, batches = course.epoch, course.data, course.batches
 
     variants: dict[str, dict] = {"default": {}}
     for text in args.options:
         variants[text] = parse_option(text)
     compiled, states = {}, {}
     for name, options in list(variants.items()):
-        state = train.TrainState.create(params, optimizer, model_state=model_state)
+        state = course.new_state()
         try:
             compiled[name] = epoch.lower(state, data, *batches[0]).compile(
                 compiler_options=options or None)

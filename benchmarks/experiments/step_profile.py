@@ -7,7 +7,8 @@ up the time of every XLA op the CPU runtime ran, grouped by what the op does
 (read from the compiled HLO):
 
 * ``matmul``: dots (XLA's own and the YNNPACK ones), with their shapes and
-  GFLOP/s, and their share of the machine's matmul ceiling (numpy 2048^3);
+  GFLOP/s, and their share of the machine's matmul ceiling (the best of numpy,
+  PyTorch and JAX on 2048^3, as ``mnist_peers.py`` measures it);
 * ``optimizer``: element-wise loops over a parameter's shape (Adam's mu,
   nu and parameter updates), and the copies XLA inserts of a weight;
 * ``other``: the rest (gather + normalise, activations, softmax, loss).
@@ -32,21 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "peers"))
-import _common  # noqa: E402  (numpy only: the shared IDX reader)
-
-
-def ceiling_gflops(n: int = 2048) -> float:
-    a = np.ones((n, n), np.float32)
-    a @ a
-    best = min(_timed(lambda: a @ a) for _ in range(5))
-    return 2 * n**3 / best / 1e9
-
-
-def _timed(f) -> float:
-    t0 = time.perf_counter()
-    f()
-    return time.perf_counter() - t0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _course import course_epoch  # noqa: E402
+from mnist_peers import matmul_ceiling  # noqa: E402
 
 
 def op_kinds(hlo: str, param_shapes: set[str]) -> dict[str, tuple[str, str]]:
@@ -99,26 +89,11 @@ def main(argv=None) -> int:
 
     import jax
 
-    from jaxnet import losses, mnist, nn, train
-    from jaxnet.data import ArrayDataset, DataLoader
-
-    config = mnist.RECIPES["course"]
-    x, y = _common.load_split(_common.data_dir(args.data_dir), "train")
-    loader = DataLoader(ArrayDataset(x, y.astype(np.int32)), batch_size=config.batch_size,
-                        shuffle=True, seed=config.seed)
-    model_apply, params, model_state = nn.functional(mnist.build_model(config))
-
-    def apply(params, model_state, pixels, **mode):
-        return model_apply(params, model_state, mnist.normalize(pixels), **mode)
-
-    optimizer = mnist.make_optimizer(config, len(loader))
-    state = train.TrainState.create(params, optimizer, model_state=model_state)
-    epoch = train.make_epoch(apply, losses.nll_loss, optimizer)
-    data = (jax.device_put(x), jax.device_put(y.astype(np.int32)))
-    batches = [tuple(jax.device_put(a) for a in loader.index_batches(e)) for e in range(3)]
-    compiled = epoch.lower(state, data, *batches[0]).compile()
+    course = course_epoch(args.data_dir, 3)
+    state, data, batches = course.new_state(), course.data, course.batches
+    compiled = course.epoch.lower(state, data, *batches[0]).compile()
     hlo = compiled.as_text()
-    param_shapes = {",".join(map(str, p.shape)) + "]" for p in jax.tree.leaves(params)}
+    param_shapes = {",".join(map(str, p.shape)) + "]" for p in jax.tree.leaves(state.params)}
     kinds, flops = op_kinds(hlo, param_shapes), dot_flops(hlo)
     for e in range(2):
         state, _ = compiled(state, data, *batches[e])
@@ -140,9 +115,9 @@ def main(argv=None) -> int:
         if e.get("ph") == "X" and e.get("name") in kinds:
             per_op[e["name"]] += e["dur"] / steps  # the trace is in microseconds
 
-    ceiling = ceiling_gflops()
+    ceiling = max(matmul_ceiling().values())  # as nox -s bench measures it
     step_us = wall / steps * 1e6
-    print(f"{config.hidden} MLP, batch {config.batch_size}, {steps} steps: "
+    print(f"course MLP, batch {batches[2][0].shape[1]}, {steps} steps: "
           f"{wall:.2f} s profiled ({step_us:.0f} us per step); matmul ceiling "
           f"{ceiling:.0f} GFLOP/s")
     groups = collections.Counter()
