@@ -841,8 +841,9 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float
         found = [(p, m) for p, m in nnx.iter_modules(module) if p not in hidden]
         rows_by_path.update((p, id(m)) for p, m in found)
         rows_by_path.update((p, p) for p in functions)  # a function's key: its path
+        by_path = dict(found)
         for path in functions:
-            layers = dict(found)[path[:-2]].layers
+            layers = by_path[path[:-2]].layers
             layers[path[-1]] = _record_function(layers[path[-1]], path, shapes)
         restore = _record_calls([m for _, m in found], shapes)
         try:
