@@ -827,8 +827,7 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float
     # "layers.layers.0", so that list is neither a row nor a part of the names.
     hidden = {p for p, m in modules.items() if p and p[-1] == "layers"
               and isinstance(m, nnx.List) and isinstance(modules.get(p[:-1]), nnx.Sequential)}
-    # A plain function in a Sequential (``jax.nn.relu``) is a row too, named like
-    # its index and typed by its own name, as ``print(model)`` shows it.
+    # Plain functions in a Sequential: path -> the name print(model) shows.
     functions = {p + ("layers", i): getattr(f, "__name__", type(f).__name__)
                  for p, m in modules.items() if isinstance(m, nnx.Sequential)
                  for i, f in enumerate(m.layers) if not isinstance(f, nnx.Module)}

