@@ -821,6 +821,10 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float
     """
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    if isinstance(input_shape, str | bytes) or not isinstance(input_shape, SequenceABC):
+        raise TypeError(f"input_shape: expected a tuple of ints with the batch dimension, e.g. "
+                        f"(64, 784), got {input_shape!r}")
+    input_shape = tuple(positive_int("input_shape", d) for d in input_shape)
     merge, params, state = _split(model)
     modules = dict(nnx.iter_modules(model))
     # Sequential keeps its layers in an nnx.List: PyTorch names them "layers.0", not
@@ -850,7 +854,11 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float
         finally:
             restore()
 
-    jax.eval_shape(traced, params, state, jax.ShapeDtypeStruct(tuple(input_shape), dtype))
+    try:
+        jax.eval_shape(traced, params, state, jax.ShapeDtypeStruct(input_shape, dtype))
+    except TypeError as error:  # shapes that do not fit the layers
+        raise ValueError(f"input_shape: {type(model).__name__} cannot take an input of shape "
+                         f"{input_shape}: {str(error).splitlines()[0]}") from error
 
     own: dict[tuple, int] = {}
     module_paths = set(rows_by_path)

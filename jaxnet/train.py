@@ -126,9 +126,20 @@ class TrainState:
         if not isinstance(optimizer, optax.GradientTransformation):
             raise TypeError(f"optimizer: expected an optax GradientTransformation such as "
                             f"optax.adam(1e-3), got {type(optimizer).__name__}")
+        seed = seed_int("seed", seed)
+        _check_arrays("params", params)
+        _check_arrays("model_state", model_state or {})
         params, model_state, opt_state = _fresh_state(params, model_state or {}, optimizer)
         return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
-                   rng=jax.random.PRNGKey(seed_int("seed", seed)), model_state=model_state)
+                   rng=jax.random.PRNGKey(seed), model_state=model_state)
+
+
+def _check_arrays(name: str, tree: Any) -> None:
+    """``TypeError`` naming the first leaf of ``tree`` that is not an array or a number."""
+    for path, leaf in zip(leaf_paths(tree), jax.tree.leaves(tree), strict=True):
+        if not isinstance(leaf, jax.Array | np.ndarray | np.generic | float | int):
+            raise TypeError(f"{name}: expected arrays, got {type(leaf).__name__} {leaf!r:.40} "
+                            f"at {path}")
 
 
 def _fresh_state(params, model_state, optimizer: optax.GradientTransformation) -> tuple:
