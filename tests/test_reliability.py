@@ -39,13 +39,17 @@ def test_sigkill_during_epoch_2_then_resume_equals_uninterrupted(mnist_path, tmp
     data = ["--data-dir", str(mnist_path), *MNIST_ARGS, *model]
     straight = jaxnet_cli(*data, "--json", str(tmp_path / "straight.json"))
     assert straight.returncode == 0, straight.stderr[-2000:]
+    # a "random" moment of epoch 2, scaled to this machine's epoch (a fixed
+    # sleep outlasted a whole epoch on a quiet machine)
+    epoch_2 = json.loads((tmp_path / "straight.json").read_text())["epoch_seconds"][1]
+    delay = random.Random(0).uniform(0.05, 0.6) * epoch_2
 
     ck = tmp_path / "ck"
     with subprocess.Popen([sys.executable, "-m", "jaxnet", "train", "mnist", *data,
                            "--checkpoint-dir", str(ck)], cwd=ROOT, text=True,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         _wait_for(ck / "step_00000001" / "manifest.json", proc)
-        time.sleep(random.Random(0).uniform(0.05, 0.6))  # a "random" moment of epoch 2 (~1 s)
+        time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
