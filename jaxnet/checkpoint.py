@@ -58,7 +58,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import stat
 import sys
@@ -74,6 +73,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _fs, _proc
 from ._checks import non_negative_int
 from ._tree import array_digest, leaf_paths
 
@@ -143,20 +143,8 @@ class CheckpointLockedError(CheckpointError):
 
 
 def _paths(directory) -> tuple[Path, str]:
-    """``(absolute path for the file system, the path as given, for messages)``.
-
-    Orbax needs absolute paths; users give relative ones, ``~`` and any name.
-    """
-    try:
-        shown = os.fspath(directory)
-    except TypeError:
-        raise TypeError(f"directory: expected a path (str or os.PathLike), got "
-                        f"{type(directory).__name__}") from None
-    if isinstance(shown, bytes):
-        shown = os.fsdecode(shown)
-    if not shown:
-        raise ValueError("directory: expected a folder path, got ''")
-    return Path(os.path.expanduser(shown)).absolute(), shown
+    """``(absolute path, the path as given)``: orbax needs absolute paths."""
+    return _fs.user_path(directory, name="directory", what="folder path")
 
 
 def _step_name(step: int) -> str:
@@ -253,62 +241,6 @@ def latest_step(directory) -> int | None:
 # --------------------------------------------------------------------------- small file helpers
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO opens at once instead of hanging
-
-
-def _open_regular(path: Path, *, size: int | None = None) -> int:
-    """An fd on ``path`` if it is a regular file (of ``size`` bytes): never blocks on a FIFO."""
-    fd = os.open(path, os.O_RDONLY | _NONBLOCK | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or (size is not None and st.st_size != size):
-        os.close(fd)
-        raise ValueError("not a regular file" if not stat.S_ISREG(st.st_mode)
-                         else f"{st.st_size} bytes, expected {size}")
-    return fd
-
-
-def _read_bounded(path: Path, cap: int) -> bytes:
-    """The bytes of regular file ``path``; ``ValueError`` if larger than ``cap``."""
-    fd = _open_regular(path)
-    try:
-        size = os.fstat(fd).st_size
-        if size > cap:
-            raise ValueError(f"{size} bytes, more than the {cap} allowed")
-        chunks, total = [], 0
-        while total <= cap:
-            chunk = os.read(fd, min(1 << 20, cap + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > cap:
-            raise ValueError(f"more than the {cap} bytes allowed")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` (never replacing anything) with ``data``, flushed to disk."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _json_depth(obj: Any) -> int:
     """Nesting depth of a JSON value, without recursion."""
     deepest, stack = 0, [(obj, 1)]
@@ -324,73 +256,8 @@ def _json_depth(obj: Any) -> int:
     return deepest
 
 
-# --------------------------------------------------------------------------- processes
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _proc_start(pid: int) -> int | None:
-    """The process's start time in clock ticks (Linux), to tell a reused pid apart."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read(4096).rsplit(b")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _process_alive(pid: Any, start: Any) -> bool | None:
-    """Whether process ``pid`` of this host runs; ``None`` if ``pid`` is no valid pid."""
-    if not _is_int(pid) or not 0 < pid < 2**31:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, owned by someone else
-    except (OverflowError, ValueError, OSError):
-        return None
-    if _is_int(start):
-        now = _proc_start(pid)
-        if now is not None and now != start:
-            return False  # the pid was reused by a newer process
-    return True
-
-
-# --------------------------------------------------------------------------- signals
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """SIGINT/SIGTERM wait until the block is done, then act as they would have.
-
-    A save or restore is never cut in half by Ctrl-C (twice in a row included):
-    it finishes (or fails), then the first pending signal takes effect.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[signum] = signal.signal(signum, lambda s, _frame: pending.append(s))
-        except (ValueError, OSError):
-            pass
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(pending):
-            handler = previous.get(signum)
-            if callable(handler):
-                handler(signum, None)  # e.g. raises KeyboardInterrupt
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(signum)
 
 
 @contextlib.contextmanager
@@ -434,7 +301,7 @@ _held_guard = threading.RLock()
 def _read_json_record(path: Path, cap: int = 4096) -> tuple[bytes | None, dict | None]:
     """``(raw bytes, the JSON object if it is a dict)``; raw is None if the file is gone."""
     try:
-        raw = _read_bounded(path, cap)
+        raw = _fs.read_bounded(path, cap)
     except FileNotFoundError:
         return None, None
     except (OSError, ValueError):
@@ -456,7 +323,7 @@ def _holder(record: dict | None, lockfile: Path) -> str:
         return "starting" if age < 30 else "unreadable"
     if record.get("host") != _HOST:
         return "foreign" if isinstance(record.get("host"), str) else "unreadable"
-    alive = _process_alive(record.get("pid"), record.get("start"))
+    alive = _proc.process_alive(record.get("pid"), record.get("start"))
     if alive is None:
         return "unreadable"
     if not alive or record.get("pid") == os.getpid():
@@ -523,28 +390,17 @@ def _acquire(path: Path, shown: str, name: str, log: Callable[[str], Any]) -> st
         raise CheckpointError(f"{name}: could not write {shown}: {_why(e)}") from None
     token = uuid.uuid4().hex
     record = {"jaxnet": "checkpoint folder lock", "host": _HOST, "pid": os.getpid(),
-              "start": _proc_start(os.getpid()), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "start": _proc.start_ticks(os.getpid()), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
               "token": token, "command": " ".join(sys.argv)[:300]}
     lockfile = path / _LOCK
     data = json.dumps(record).encode()
     for _ in range(5):
         try:
-            fd = os.open(lockfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+            _fs.write_new(lockfile, data)
         except FileExistsError:
             _recover_or_raise(path, shown, name, log)
             continue
         except OSError as e:
-            raise CheckpointError(f"{name}: could not write the lock file "
-                                  f"{os.path.join(shown, _LOCK)}: {_why(e)}") from None
-        try:
-            try:
-                if os.write(fd, data) != len(data):
-                    raise OSError(errno.EIO, "short write")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as e:
-            os.unlink(lockfile)  # ours: created just above
             raise CheckpointError(f"{name}: could not write the lock file "
                                   f"{os.path.join(shown, _LOCK)}: {_why(e)}") from None
         return token
@@ -603,7 +459,7 @@ def lock(directory, *, log: Callable[[str], Any] | None = None,
             _held[key][1] += 1
             token = None
         else:
-            with _signals_deferred():
+            with _proc.signals_deferred():
                 token = _acquire(path, shown, name, log)
             _held[key] = [os.getpid(), 1, token]
     try:
@@ -614,7 +470,7 @@ def lock(directory, *, log: Callable[[str], Any] | None = None,
             entry[1] -= 1
             if entry[1] == 0:
                 del _held[key]
-                with _signals_deferred():
+                with _proc.signals_deferred():
                     _release(path, entry[2])
 
 
@@ -643,9 +499,9 @@ def _new_work_dir(path: Path, purpose: str) -> Path:
     work.mkdir()
     _active_work.add(token)
     owner = {"jaxnet": f"temporary folder ({purpose}); jaxnet removes it", "token": token,
-             "host": _HOST, "pid": os.getpid(), "start": _proc_start(os.getpid())}
+             "host": _HOST, "pid": os.getpid(), "start": _proc.start_ticks(os.getpid())}
     try:
-        _write_new(work / _OWNER, json.dumps(owner).encode())
+        _fs.write_new(work / _OWNER, json.dumps(owner).encode())
     except BaseException:
         _active_work.discard(token)
         with contextlib.suppress(OSError):
@@ -679,7 +535,7 @@ def _clean_work_dirs(path: Path) -> None:
         if owner is None or owner.get("token") != match[1]:
             continue
         if owner.get("host") == _HOST and owner.get("pid") != os.getpid() \
-                and _process_alive(owner.get("pid"), owner.get("start")):
+                and _proc.process_alive(owner.get("pid"), owner.get("start")):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
 
@@ -707,7 +563,7 @@ def _walk(root: Path) -> dict[str, os.stat_result]:
 
 
 def _sha256_file(path: Path, size: int) -> str:
-    fd = _open_regular(path, size=size)
+    fd = _fs.open_regular(path, size=size)
     h = hashlib.sha256()
     try:
         while chunk := os.read(fd, 1 << 20):
@@ -787,7 +643,7 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
     entries = [{"path": p, "shape": list(x.shape), "dtype": str(x.dtype),
                 "sha256": array_digest(x)}
                for p, x in zip(leaf_paths(state), leaves, strict=True)]
-    with _signals_deferred(), lock(directory):
+    with _proc.signals_deferred(), lock(directory):
         if os.path.lexists(final):
             raise CheckpointExistsError(f"checkpoint {shown_final} already exists; refusing "
                                         f"to overwrite it (choose another step or directory)")
@@ -803,10 +659,10 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
                     args=ocp.args.StandardSave(_flat([_host_local(x) for x in leaves])))
             manifest = {"format": FORMAT, "step": step, "leaves": entries,
                         "files": _file_records(build), "metadata": metadata or {}}
-            _write_new(build / _MANIFEST, json.dumps(manifest, indent=1).encode())
-            _fsync_dir(build)
+            _fs.write_new(build / _MANIFEST, json.dumps(manifest, indent=1).encode())
+            _fs.fsync_dir(build)
             os.rename(build, final)  # the commit point
-            _fsync_dir(path)
+            _fs.fsync_dir(path)
         except OSError as e:
             if e.errno in (errno.EEXIST, errno.ENOTEMPTY) and os.path.lexists(final):
                 raise CheckpointExistsError(f"checkpoint {shown_final} appeared while saving; "
@@ -1038,7 +894,7 @@ def _validate_manifest(obj: Any, shown_step: str, step: int) -> dict:
 def _read_manifest(path: Path, shown: str, step: int) -> dict:
     step_path, shown_step = path / _step_name(step), os.path.join(shown, _step_name(step))
     try:
-        raw = _read_bounded(step_path / _MANIFEST, MAX_MANIFEST_BYTES)
+        raw = _fs.read_bounded(step_path / _MANIFEST, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise CheckpointNotFoundError(f"checkpoint {shown_step} was removed while being read "
                                       f"(pruned by another run?)") from None
@@ -1177,7 +1033,7 @@ def restore(directory, like: Any, *, step: int | None = None) -> Any:
     [0.0, 1.0, 2.0]
     """
     path, shown = _paths(directory)
-    with _signals_deferred():
+    with _proc.signals_deferred():
         return _restore(path, shown, like, _resolve(path, shown, step))[0]
 
 
@@ -1257,7 +1113,7 @@ def resume_state(directory, like: Any, *, log=print) -> tuple[Any, int, list, di
         for step in reversed(steps):
             shown_step = os.path.join(shown, _step_name(step))
             try:
-                with _signals_deferred():
+                with _proc.signals_deferred():
                     state, manifest = _restore(path, shown, like, step)
                 epoch, history, config = _resume_fields(manifest["metadata"], step, shown_step)
             except CheckpointCorruptError as e:

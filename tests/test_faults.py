@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from jaxnet import checkpoint, cli, datasets
+from jaxnet import _fs, checkpoint, cli, datasets
 
 STATE = {"b": np.arange(3, dtype=np.int32), "w": np.arange(12, dtype=np.float32).reshape(4, 3)}
 CK = "ck"
@@ -213,10 +213,11 @@ def save_on_full_disk(ws):
 
 
 def inject(target: str, exc: OSError, when: Callable[..., bool] = lambda *a, **k: True):
-    """Make ``jaxnet.checkpoint.<target>`` raise ``exc`` (when ``when(args)``) during a call."""
+    """Make the file primitive ``jaxnet._fs.<target>`` raise ``exc`` (when ``when(args)``)
+    during a call."""
     def wrap(call):
         def run(ws):
-            original = getattr(checkpoint, target)
+            original = getattr(_fs, target)
 
             def failing(*args, **kwargs):
                 if when(*args, **kwargs):
@@ -224,7 +225,7 @@ def inject(target: str, exc: OSError, when: Callable[..., bool] = lambda *a, **k
                 return original(*args, **kwargs)
 
             with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(checkpoint, target, failing)
+                mp.setattr(_fs, target, failing)
                 return call(ws)
         return run
     return wrap
@@ -414,14 +415,16 @@ def step2_manifest(edit):
 
 def concurrent_prune(ws):
     """A pruner in another process removes the checkpoint while it is being read."""
-    original = checkpoint._verify_files
+    original = _fs.read_bounded
 
-    def pruned_meanwhile(step_path, *args):
-        shutil.rmtree(step_path)
-        return original(step_path, *args)
+    def pruned_meanwhile(path, cap):
+        data = original(path, cap)
+        if path.name == "manifest.json":  # its manifest read, the checkpoint goes
+            shutil.rmtree(path.parent)
+        return data
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(checkpoint, "_verify_files", pruned_meanwhile)
+        mp.setattr(_fs, "read_bounded", pruned_meanwhile)
         return restore(ws)
 
 
@@ -668,11 +671,12 @@ CASES = [
          r"^checkpoint_dir: could not write disk/ck/step_00000002: No space left on device "
          r"\(ENOSPC\); earlier checkpoints are intact$"),
     Case("save-manifest-disk-full", checked(inject(
-        "_write_new", OSError(errno.ENOSPC, "No space left on device"),
+        "write_new", OSError(errno.ENOSPC, "No space left on device"),
         when=lambda path, data: path.name == "manifest.json")(save2), after_failed_save),
          checkpoint.CheckpointError, r"step_00000002: No space left on device \(ENOSPC\)"),
     Case("save-permission-denied", checked(inject(
-        "_new_work_dir", PermissionError(errno.EACCES, "Permission denied"))(save2),
+        "write_new", PermissionError(errno.EACCES, "Permission denied"),
+        when=lambda path, data: path.name == "jaxnet-owner.json")(save2),
         after_failed_save),
          checkpoint.CheckpointError, r"could not write ck/step_00000002: Permission denied "
                                      r"\(EACCES\); earlier checkpoints are intact"),
@@ -773,16 +777,17 @@ def _nested_lock(ws):
 
 SAVE_SIGNALLER = textwrap.dedent("""
     import os, signal, sys
-    from jaxnet import checkpoint, cli
+    from jaxnet import _fs, cli
     signals = [getattr(signal, s) for s in sys.argv[1].split(",")]
-    original = checkpoint._file_records
+    original = _fs.write_new
 
-    def records(root):  # inside a save, before its commit: signal ourselves
-        for s in signals:
-            os.kill(os.getpid(), s)
-        return original(root)
+    def write_new(path, data):  # inside a save, before its commit: signal ourselves
+        if path.name == "manifest.json":
+            for s in signals:
+                os.kill(os.getpid(), s)
+        return original(path, data)
 
-    checkpoint._file_records = records
+    _fs.write_new = write_new
     sys.exit(cli.main(sys.argv[2:]))
 """)
 
