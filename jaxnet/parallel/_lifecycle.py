@@ -1,0 +1,234 @@
+"""A process's life in a multi-process run: joining it, the mesh a CLI asks for, and ending.
+
+The only module in jaxnet that calls ``os._exit`` (``_exit_now``): when the
+processes cannot all connect in time, and when a failed process of a
+multi-process run must end before JAX's shutdown barrier waits for peers
+that are gone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any
+
+import jax
+from jax.sharding import Mesh
+
+from .._checks import positive_int
+from ._errors import DistributedError
+from ._mesh import make_mesh
+
+__all__ = ["end_process", "initialize_distributed", "setup_mesh"]
+
+
+def _exit_now(code: int, message: str | None = None) -> None:
+    """Flush, print ``message`` (one line on stderr) if any, and end the process at once
+    with status ``code`` (no atexit, no JAX shutdown barrier)."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        if message is not None:
+            print(message, file=sys.stderr, flush=True)
+        os._exit(code)
+
+
+def _check_address(address: Any) -> str:
+    host, sep, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"coordinator_address: expected 'HOST:PORT' such as "
+                         f"'10.0.0.1:1234' (process 0's host, a free port), got {address!r}")
+    return address
+
+
+def _check_process_id(process_id: Any, num_processes: int | None) -> None:
+    if not isinstance(process_id, int) or isinstance(process_id, bool) or process_id < 0 \
+            or (num_processes is not None and process_id >= num_processes):
+        raise ValueError(f"process_id: expected an int in [0, {num_processes or 'n'}), "
+                         f"got {process_id!r}")
+
+
+def _already_joined(num_processes: int | None, process_id: int | None) -> bool:
+    """True if this process already joined the same run; a ``DistributedError`` if another."""
+    if not jax.distributed.is_initialized():
+        return False
+    if num_processes in (None, jax.process_count()) and process_id in (None, jax.process_index()):
+        return True
+    raise DistributedError(f"initialize_distributed: already initialized as process "
+                           f"{jax.process_index()} of {jax.process_count()}, got "
+                           f"process_id={process_id}, num_processes={num_processes}")
+
+
+def _start_watchdog(timeout_s: int, coordinator_address: str | None,
+                    num_processes: int | None, process_id: int | None) -> threading.Timer:
+    """A timer that ends the process with one line on stderr after ``timeout_s``; JAX would
+    abort a little later, with a stack trace."""
+    who = ("this process" if process_id is None
+           else f"process {process_id} of {num_processes or '?'}")
+    where = coordinator_address or "the coordinator found in the environment"
+    watchdog = threading.Timer(timeout_s, _exit_now, args=(1, (
+        f"jaxnet: error: initialize_distributed: {who} could not connect to all "
+        f"{num_processes or 'the'} processes through {where} within {timeout_s} s; start "
+        f"every process with the same coordinator address and number of processes and its "
+        f"own process id, process 0 on the coordinator's host, and check that the port is "
+        f"free there and reachable from the others")))
+    watchdog.daemon = True
+    watchdog.start()
+    return watchdog
+
+
+def _explain(error: Exception, coordinator_address: str | None) -> DistributedError:
+    """JAX's error from ``jax.distributed.initialize`` as a ``DistributedError`` that names
+    the fix."""
+    text = str(error)
+    if "before any JAX" in text:
+        return DistributedError("initialize_distributed: must run before any JAX computation "
+                                "in this process (jax.devices(), creating arrays...); call it "
+                                "first thing in your script")
+    if coordinator_address is None and ("should be defined" in text or "must be defined" in text):
+        return DistributedError(f"initialize_distributed: no cluster environment (SLURM, Open "
+                                f"MPI, ...) detected and the arguments are incomplete ({text}); "
+                                f"pass coordinator_address='HOST:PORT', num_processes and "
+                                f"process_id")
+    return DistributedError(f"initialize_distributed: {text.splitlines()[0]}")
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None, process_id: int | None = None,
+                           *, timeout_s: int = 300, heartbeat_timeout_s: int = 100) -> None:
+    """Join a multi-process run: ``jax.distributed.initialize``, bounded and with clear errors.
+
+    Call it first in every process, before any JAX computation. Process 0
+    runs the coordinator at ``coordinator_address`` (its own host and a free
+    port) and every process connects to it; afterwards ``jax.devices()`` lists
+    the devices of all processes and ``make_mesh()`` spans them. With all three
+    arguments ``None``, JAX reads them from a SLURM, Open MPI, Kubernetes or
+    Cloud TPU environment (its cluster auto-detection).
+
+    Args:
+      coordinator_address: ``"HOST:PORT"`` of process 0.
+      num_processes: how many processes take part.
+      process_id: this process's index, ``0 <= process_id < num_processes``.
+      timeout_s: how long to wait for every process to connect (JAX's
+        ``initialization_timeout``).
+      heartbeat_timeout_s: after this long without a heartbeat a process is
+        considered dead and the others stop.
+
+    Raises:
+      ValueError: a malformed argument (named, with its value).
+      DistributedError: JAX computations already ran in this process, no
+        cluster was detected, or it was already initialized differently.
+
+    If the processes cannot all connect within ``timeout_s``, JAX would abort
+    the process with a stack trace; this function ends it first, with exit
+    status 1 and one line on stderr saying what to check.
+
+    A real run needs several processes, each starting with (``K`` its index)::
+
+        parallel.initialize_distributed("10.0.0.1:1234", num_processes=2, process_id=K)
+        mesh = parallel.make_mesh()  # every device of both processes
+
+    In one process, the arguments are checked before anything connects:
+
+    >>> initialize_distributed("10.0.0.1", num_processes=2, process_id=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: coordinator_address: expected 'HOST:PORT' ...
+    """
+    if coordinator_address is not None:
+        _check_address(coordinator_address)
+    if num_processes is not None:
+        positive_int("num_processes", num_processes)
+    if process_id is not None:
+        _check_process_id(process_id, num_processes)
+    timeout_s = positive_int("timeout_s", timeout_s)
+    heartbeat_timeout_s = positive_int("heartbeat_timeout_s", heartbeat_timeout_s)
+    if _already_joined(num_processes, process_id):
+        return
+    watchdog = _start_watchdog(timeout_s, coordinator_address, num_processes, process_id)
+    try:
+        jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                                   initialization_timeout=timeout_s + 30,
+                                   heartbeat_timeout_seconds=heartbeat_timeout_s)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise _explain(e, coordinator_address) from None
+    finally:
+        watchdog.cancel()
+
+
+def setup_mesh(devices: int | None = None, *, coordinator_address: str | None = None,
+               num_processes: int | None = None, process_id: int | None = None,
+               timeout_s: int = 300) -> Mesh | None:
+    """The mesh that ``jaxnet train mnist --devices/--num-processes/...`` asks for.
+
+    Runs before any JAX computation: joins the multi-process run when asked
+    (``initialize_distributed``), and on CPU splits the CPU into enough XLA
+    devices for ``devices`` (``jax_num_cpu_devices``, unless ``XLA_FLAGS``
+    already sets a count). Returns ``None`` when nothing is asked: one device,
+    no mesh, exactly the single-device path.
+
+    Args:
+      devices: optional int, devices in all (a multiple of ``num_processes``).
+      coordinator_address: ``"HOST:PORT"`` of process 0 (multi-process runs).
+      num_processes: how many processes take part.
+      process_id: this process's index.
+      timeout_s: how long to wait for every process to connect.
+
+    Returns:
+      A one-axis ``jax.sharding.Mesh`` (``make_mesh(devices)``), or ``None``
+      when no argument is given.
+
+    A multi-process run calls it in every process, e.g. ``setup_mesh(4,
+    coordinator_address="10.0.0.1:1234", num_processes=2, process_id=K)``.
+    In one process:
+
+    >>> print(setup_mesh())
+    None
+    >>> setup_mesh(1).size
+    1
+    """
+    distributed = any(v is not None for v in (coordinator_address, num_processes, process_id))
+    if devices is not None:
+        devices = positive_int("devices", devices)
+        per_process, rest = divmod(devices, num_processes or 1)
+        if rest:
+            raise ValueError(f"devices: expected a multiple of num_processes {num_processes}, "
+                             f"got {devices}")
+        if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+            try:
+                jax.config.update("jax_num_cpu_devices", max(per_process, 1))
+            except RuntimeError:
+                pass  # JAX already started: make_mesh says how many devices there are
+    if distributed:
+        initialize_distributed(coordinator_address, num_processes, process_id,
+                               timeout_s=timeout_s)
+    if devices is None and not distributed:
+        return None
+    return make_mesh(devices)
+
+
+def end_process(code: int) -> int:
+    """Return ``code``; but a failed (``code != 0``) process of a multi-process run ends
+    now, with that status.
+
+    At exit JAX's shutdown waits for every process at a barrier (one may be
+    gone, or waiting for this one in a collective) and then aborts with a
+    stack trace; ending at once lets the others see the failure immediately.
+
+    Args:
+      code: int, the process's exit status.
+
+    Returns:
+      ``code`` (a failing process of a multi-process run does not return).
+
+    Typical use: ``sys.exit(end_process(main()))``. In one process it only
+    returns the status:
+
+    >>> end_process(0), end_process(2)
+    (0, 2)
+    """
+    if code and jax.distributed.is_initialized() and jax.process_count() > 1:
+        _exit_now(code)
+    return code
