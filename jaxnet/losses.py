@@ -11,6 +11,16 @@ the binary losses, as in PyTorch) and reduces in one place, ``_reduce``:
 ``mask`` is a per-example weight or 0/1 mask of shape ``(N,)``. It is *not*
 PyTorch's per-class ``weight=`` argument.
 
+Where PyTorch raises, so do these, eagerly: class ``labels`` outside ``[0, C)``
+(``ValueError`` naming the first bad value and its index; int64 labels are
+checked before JAX's int32 could wrap them), labels that are not a signed
+integer array (``TypeError``, also under ``jit``: the dtype is static),
+integer ``mse_loss`` input, ``binary_cross_entropy`` probabilities outside
+``[0, 1]``. Under ``jit`` values cannot raise: an out-of-range label or
+probability makes that example's loss NaN (never another class's loss), so
+the reduced loss is NaN and the trainer's finiteness check stops the run.
+There is no ``ignore_index``: a masked-out row needs a valid label too.
+
 >>> logits = jnp.array([[2.0, 0.5], [0.1, 1.0]])
 >>> cross_entropy(logits, jnp.array([0, 1]))
 Array(0.2712..., dtype=float32)
@@ -20,6 +30,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "binary_cross_entropy",
@@ -30,10 +41,6 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
 
 
 def _reduce(loss: jax.Array, reduction: str, mask: jax.Array | None) -> jax.Array:
@@ -55,29 +62,54 @@ def _reduce(loss: jax.Array, reduction: str, mask: jax.Array | None) -> jax.Arra
     return jnp.sum(loss) / denominator
 
 
+def _first_bad(bad: np.ndarray) -> tuple[int, ...] | int:
+    """Index of the first True in ``bad``: an int for 1-D arrays, else a tuple."""
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    return index[0] if len(index) == 1 else index
+
+
 def _check_class_inputs(name: str, scores, labels, fn: str):
-    scores, labels = jnp.asarray(scores), jnp.asarray(labels)
+    """Check and convert ``scores`` and ``labels``; labels are range-checked on the host.
+
+    The range check runs on a numpy copy *before* the conversion to a JAX
+    array, whose default int32 would wrap int64 labels >= 2**32 into valid
+    classes. Traced labels (under ``jit``) cannot raise: ``_pick`` gives their
+    out-of-range examples a NaN loss instead.
+    """
+    scores = jnp.asarray(scores)
     if scores.ndim < 1:
         raise ValueError(f"{fn}: {name} must have a class dimension, got shape {scores.shape}")
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"{fn}: labels must be integer class indices, got dtype {labels.dtype}")
-    if labels.shape != scores.shape[:-1]:
+    host = labels if isinstance(labels, jax.core.Tracer) else np.asarray(labels)
+    if not jnp.issubdtype(host.dtype, jnp.signedinteger):
+        hint = "cast with labels.astype(jnp.int32)"
+        if jnp.issubdtype(host.dtype, jnp.floating):
+            hint = f"for one-hot or probability targets pass labels.argmax(-1), else {hint}"
+        raise TypeError(f"{fn}: labels: expected a signed integer class index array, got "
+                        f"{host.dtype}; {hint}")
+    if host.shape != scores.shape[:-1]:
         raise ValueError(f"{fn}: labels must have shape {scores.shape[:-1]} ({name} "
-                         f"shape {scores.shape} minus the class dimension), got {labels.shape}")
-    if _is_concrete(labels) and labels.size:
-        lo, hi = int(jnp.min(labels)), int(jnp.max(labels))
-        if lo < 0 or hi >= scores.shape[-1]:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"{fn}: labels must lie in [0, {scores.shape[-1] - 1}] "
-                             f"({scores.shape[-1]} classes), got {bad}")
-    return scores, labels
+                         f"shape {scores.shape} minus the class dimension), got {host.shape}")
+    num_classes = scores.shape[-1]
+    if isinstance(host, np.ndarray):
+        bad = (host < 0) | (host >= num_classes)
+        if bad.any():
+            index = _first_bad(bad)
+            raise ValueError(f"{fn}: labels: expected class indices in [0, {num_classes - 1}] "
+                             f"({num_classes} classes), got {host[index]!s} at index {index}")
+    return scores, jnp.asarray(host)
 
 
 def _pick(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
-    # Out-of-range labels under jit give NaN (not a silently clamped class),
-    # which the trainer's finiteness check reports.
-    return jnp.take_along_axis(log_probs, labels[..., None], axis=-1, mode="fill",
-                               fill_value=jnp.nan)[..., 0]
+    """``log_probs[..., label]`` per example; NaN where the label is not in ``[0, C)``.
+
+    Only traced labels (under ``jit``) reach here out of range: NaN, not the
+    class ``C - k`` that a negative index would wrap to, so the trainer's
+    finiteness check stops the run. Valid labels are bit-identical.
+    """
+    valid = (labels >= 0) & (labels < log_probs.shape[-1])
+    picked = jnp.take_along_axis(log_probs, jnp.where(valid, labels, 0)[..., None], axis=-1,
+                                 mode="clip")
+    return jnp.where(valid, picked[..., 0], jnp.nan)
 
 
 def nll_loss(log_probs, labels, *, reduction: str = "mean", mask=None) -> jax.Array:
@@ -85,7 +117,8 @@ def nll_loss(log_probs, labels, *, reduction: str = "mean", mask=None) -> jax.Ar
 
     Args:
       log_probs: ``(N, C)`` log-probabilities, e.g. from ``jax.nn.log_softmax``.
-      labels: ``(N,)`` integer class indices in ``[0, C)``.
+      labels: ``(N,)`` signed integer class indices in ``[0, C)`` (see the
+        module docstring for out-of-range labels).
       reduction: ``"mean" | "sum" | "none"``.
       mask: optional ``(N,)`` per-example weights or 0/1 mask.
 
@@ -111,7 +144,8 @@ def cross_entropy(logits, labels, *, reduction: str = "mean", mask=None,
 
     Args:
       logits: ``(N, C)`` unnormalised scores.
-      labels: ``(N,)`` integer class indices in ``[0, C)``.
+      labels: ``(N,)`` signed integer class indices in ``[0, C)`` (see the
+        module docstring for out-of-range labels).
       reduction: ``"mean" | "sum" | "none"``.
       mask: optional ``(N,)`` per-example weights or 0/1 mask.
       label_smoothing: in ``[0, 1]``.
@@ -151,7 +185,8 @@ def binary_cross_entropy(probs, targets, *, reduction: str = "mean", mask=None) 
     1 give finite losses.
 
     Args:
-      probs: float array of any shape, probabilities in ``[0, 1]``.
+      probs: float array of any shape, probabilities in ``[0, 1]``; others
+        raise ``ValueError`` (under ``jit``: a NaN loss for that element).
       targets: array of ``probs``' shape, targets in ``[0, 1]`` (cast to
         ``probs.dtype``).
       reduction: ``"mean" | "sum" | "none"``.
@@ -165,6 +200,14 @@ def binary_cross_entropy(probs, targets, *, reduction: str = "mean", mask=None) 
     Array([100.,  -0.], dtype=float32)
     """
     probs, targets = _check_same_shape("binary_cross_entropy", "probs", probs, "targets", targets)
+    if not isinstance(probs, jax.core.Tracer):
+        host = np.asarray(probs)
+        bad = ~((host >= 0) & (host <= 1))  # NaN is out of range too, as in PyTorch
+        if bad.any():
+            index = _first_bad(bad)
+            raise ValueError(f"binary_cross_entropy: probs: expected probabilities in [0, 1], "
+                             f"got {host[index]!s} at index {index}; pass raw scores to "
+                             f"binary_cross_entropy_with_logits")
     targets = targets.astype(probs.dtype)
     log_p = jnp.maximum(jnp.log(probs), -100.0)
     log_1mp = jnp.maximum(jnp.log1p(-probs), -100.0)
@@ -200,7 +243,8 @@ def mse_loss(input, target, *, reduction: str = "mean", mask=None) -> jax.Array:
     """Mean squared error, element-wise like ``nn.MSELoss``.
 
     Args:
-      input: float array of any shape, the predictions.
+      input: floating-point array of any shape, the predictions (integer
+        input raises ``TypeError``, as in PyTorch).
       target: array of ``input``'s shape (cast to ``input.dtype``).
       reduction: ``"mean" | "sum" | "none"``.
       mask: optional ``(N,)`` per-example weights or 0/1 mask over the first axis.
@@ -213,5 +257,9 @@ def mse_loss(input, target, *, reduction: str = "mean", mask=None) -> jax.Array:
     Array(2., dtype=float32)
     """
     input, target = _check_same_shape("mse_loss", "input", input, "target", target)
+    if not jnp.issubdtype(input.dtype, jnp.floating):
+        # PyTorch refuses integer MSE too; squaring int32 would overflow silently.
+        raise TypeError(f"mse_loss: input: expected a floating-point array, got {input.dtype}; "
+                        f"cast with input.astype(jnp.float32)")
     return _reduce(jnp.square(input - target.astype(input.dtype)), reduction, mask)
 

@@ -98,17 +98,108 @@ def test_gradients_check_grads(key):
                 order=2, modes=["rev"], eps=1e-2, atol=2e-2, rtol=2e-2)
 
 
-def test_out_of_range_label_is_nan_under_jit_and_an_error_eagerly():
-    f = jax.jit(lambda z, y: losses.cross_entropy(z, y))
-    assert jnp.isnan(f(Z, jnp.array([0, 1, 2, 3])))
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\] \(3 classes\), got 3"):
-        losses.cross_entropy(Z, jnp.array([0, 1, 2, 3]))
+CLASS_LOSSES = {
+    "cross_entropy": losses.cross_entropy,
+    "cross_entropy_smoothed": lambda z, y, **k: losses.cross_entropy(z, y, label_smoothing=0.1,
+                                                                     **k),
+    "nll_loss": lambda z, y, **k: losses.nll_loss(jax.nn.log_softmax(z), y, **k),
+}
+
+
+@pytest.mark.parametrize("name", CLASS_LOSSES)
+@pytest.mark.parametrize("bad", [-1, -3, 3, 7])
+def test_out_of_range_label_is_nan_under_jit_for_that_example_only(name, bad):
+    # PyTorch raises "Target -1 is out of bounds"; under jit a raise is impossible, so the
+    # example's loss is NaN (the NaN guard stops training) instead of class C-1 for -1.
+    loss = CLASS_LOSSES[name]
+    labels = jnp.array([0, bad, 2, 2])
+    per = jax.jit(lambda z, y: loss(z, y, reduction="none"))(Z, labels)
+    assert jnp.isnan(per[1]) and jnp.isfinite(per[jnp.array([0, 2, 3])]).all()
+    assert jnp.isnan(jax.jit(loss)(Z, labels))
+    assert jnp.isnan(jax.jit(lambda z, y: loss(z, y, reduction="sum"))(Z, labels))
+
+
+@pytest.mark.parametrize("name", CLASS_LOSSES)
+@pytest.mark.parametrize("labels,bad,index", [
+    ([0, 1, 2, 3], 3, 3), ([0, -1, 2, 5], -1, 1), ([2, 0, 9, -4], 9, 2)])
+def test_out_of_range_label_eagerly_names_labels_first_bad_value_index_and_range(
+        name, labels, bad, index):
+    with pytest.raises(ValueError, match=rf"labels: expected class indices in \[0, 2\] "
+                                         rf"\(3 classes\), got {bad} at index {index}"):
+        CLASS_LOSSES[name](Z, jnp.array(labels))
+
+
+@pytest.mark.parametrize("name", CLASS_LOSSES)
+@pytest.mark.parametrize("big", [2**32, 2**32 + 1, 2**40, -(2**32)])
+def test_int64_labels_are_range_checked_before_any_cast_to_int32(name, big):
+    # 2**32 used to wrap to class 0 in the cast to JAX's int32 and pass the range check
+    labels = np.array([0, 1, big, 2], np.int64)
+    with pytest.raises(ValueError, match=rf"got {big} at index 2"):
+        CLASS_LOSSES[name](Z, labels)
+    with pytest.raises(ValueError, match=rf"got {big} at index 2"):
+        CLASS_LOSSES[name](Z, [0, 1, big, 2])
+
+
+@pytest.mark.parametrize("name", CLASS_LOSSES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.uint32, bool])
+def test_non_signed_integer_labels_are_refused_eagerly_and_under_jit(name, dtype):
+    labels = np.array([0, 1, 1, 0]).astype(dtype)
+    match = "labels: expected a signed integer class index array, got "
+    with pytest.raises(TypeError, match=match + str(np.dtype(dtype))):
+        CLASS_LOSSES[name](Z, labels)
+    with pytest.raises(TypeError, match=match):  # the dtype is static under jit
+        jax.jit(CLASS_LOSSES[name])(Z, labels)
+
+
+def test_float_labels_message_names_the_fixes():
+    with pytest.raises(TypeError, match=r"labels.argmax\(-1\).*labels.astype\(jnp.int32\)"):
+        losses.cross_entropy(Z, jax.nn.one_hot(Y, 3))
+    with pytest.raises(TypeError, match=r"labels.astype\(jnp.int32\)"):
+        losses.cross_entropy(Z, np.array([0, 1, 2, 2], np.uint8))
+
+
+@pytest.mark.parametrize("name", CLASS_LOSSES)
+def test_valid_labels_give_bit_identical_losses_and_gradients_eager_and_jit(name):
+    loss = CLASS_LOSSES[name]
+    for labels in (Y, np.asarray(Y, np.int64), np.asarray(Y, np.int8), [0, 1, 2, 2]):
+        assert loss(Z, labels) == loss(Z, Y)
+    v, g = jax.jit(jax.value_and_grad(loss))(Z, Y)
+    v2, g2 = jax.value_and_grad(loss)(Z, Y)
+    np.testing.assert_allclose(v, v2, rtol=1e-6)
+    np.testing.assert_allclose(g, g2, rtol=1e-6, atol=1e-7)
+    assert jnp.isfinite(g).all()
+
+
+def test_mse_loss_refuses_integer_input_like_pytorch_instead_of_overflowing():
+    big = np.array([100_000, 0], np.int32)  # 100000**2 overflowed int32
+    with pytest.raises(TypeError, match=r"mse_loss: input: expected a floating-point array, "
+                                        r"got int32; cast with input.astype\(jnp.float32\)"):
+        losses.mse_loss(big, np.zeros(2, np.int32))
+    with pytest.raises(TypeError, match="got bool"):
+        losses.mse_loss(np.array([True]), np.array([1.0]))
+    # integer targets are fine: cast to the float input's dtype
+    np.testing.assert_allclose(losses.mse_loss(big.astype(np.float32), np.zeros(2, np.int32)),
+                               5e9, rtol=1e-6)
+
+
+@pytest.mark.parametrize("probs,bad,index", [([0.5, 1.5], 1.5, 1), ([-0.1, 0.5], -0.1, 0),
+                                             ([0.2, float("nan")], "nan", 1)])
+def test_binary_cross_entropy_refuses_probabilities_outside_0_1_eagerly(probs, bad, index):
+    with pytest.raises(ValueError, match=rf"binary_cross_entropy: probs: expected probabilities "
+                                         rf"in \[0, 1\], got {bad} at index {index}"):
+        losses.binary_cross_entropy(jnp.array(probs), jnp.array([1.0, 0.0]))
+
+
+def test_binary_cross_entropy_out_of_range_is_nan_under_jit():
+    out = jax.jit(lambda p, t: losses.binary_cross_entropy(p, t, reduction="none"))(
+        jnp.array([0.5, 1.5, -0.5]), jnp.array([1.0, 1.0, 0.0]))
+    assert jnp.isfinite(out[0]) and jnp.isnan(out[1:]).all()
 
 
 @pytest.mark.parametrize("call,match", [
     (lambda: losses.cross_entropy(Z, Y, reduction="avg"), "reduction: expected one of"),
     (lambda: losses.cross_entropy(Z, Y[:3]), r"labels must have shape \(4,\).*got \(3,\)"),
-    (lambda: losses.cross_entropy(Z, Y.astype(jnp.float32)), "integer class indices.*float32"),
+    (lambda: losses.cross_entropy(Z, Y.astype(jnp.float32)), "integer class index.*float32"),
     (lambda: losses.mse_loss(jnp.ones(3), jnp.ones((3, 1))), r"target must have the shape"),
     (lambda: losses.cross_entropy(Z, Y, mask=jnp.ones(3)), r"mask: expected shape \(4,\)"),
 ])
