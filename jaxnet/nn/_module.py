@@ -1,0 +1,90 @@
+"""``Module`` (PyTorch's ``nn.Module``), its PyTorch-style ``print``, and ``Rngs`` handling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from .._torchnames import children
+
+
+def _torch_repr(module: Any) -> str:
+    """``print(model)`` as PyTorch prints it: nested ``(name): Layer(...)`` lines."""
+    if not isinstance(module, nnx.Module):
+        return getattr(module, "__name__", type(module).__name__)
+    if isinstance(module, _Described):
+        return module.describe()
+    named = children(module)
+    if not named:
+        return f"{type(module).__name__}()"
+    lines = [f"{type(module).__name__}("]
+    for name, child in named:
+        lines.append(f"  ({name}): " + _torch_repr(child).replace("\n", "\n  "))
+    return "\n".join([*lines, ")"])
+
+
+class Module(nnx.Module):
+    """Base class of models and layers (``torch.nn.Module``): a Flax NNX ``nnx.Module``.
+
+    Subclass it, create layers in ``__init__(…, rngs)`` and compute in
+    ``__call__`` (PyTorch's ``forward``). ``print(model)`` shows the nested
+    layers the way PyTorch does.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxnet.nn import Linear
+    >>> class TwoLayer(Module):
+    ...     def __init__(self, *, rngs):
+    ...         self.hidden = Linear(2, 3, rngs=rngs)
+    ...         self.out = Linear(3, 1, rngs=rngs)
+    ...     def __call__(self, x):
+    ...         return self.out(jax.nn.relu(self.hidden(x)))
+    >>> model = TwoLayer(rngs=Rngs(0))
+    >>> print(model)
+    TwoLayer(
+      (hidden): Linear(in_features=2, out_features=3, bias=True)
+      (out): Linear(in_features=3, out_features=1, bias=True)
+    )
+    >>> model(jnp.ones((4, 2))).shape
+    (4, 1)
+    """
+
+    def __repr__(self) -> str:
+        return _torch_repr(self)
+
+    __str__ = __repr__
+
+
+class _Described(Module):
+    """A layer that prints as one line, e.g. ``Linear(in_features=2, out_features=3)``."""
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+    __str__ = __repr__
+
+Rngs = nnx.Rngs
+"""``nnx.Rngs``: the explicit source of initial random values, e.g. ``nn.Rngs(0)``."""
+
+
+def _require_rngs(rngs: Any, layer: str) -> nnx.Rngs:
+    """Layers take an ``Rngs`` shared by the model, never a bare seed (which two layers
+    would then share)."""
+    if isinstance(rngs, nnx.Rngs):
+        return rngs
+    if rngs is None:
+        raise TypeError(f"{layer}: rngs is required: pass rngs=nn.Rngs(0) (one Rngs shared by "
+                        f"all layers of a model, so each layer draws its own key)")
+    raise TypeError(f"{layer}: rngs: expected an nn.Rngs such as nn.Rngs(0), shared by all "
+                    f"layers of a model, got {type(rngs).__name__} {rngs!r}")
+
+
+def _model_rngs(rngs: Any) -> nnx.Rngs:
+    """A whole model (``MLP``) may take an int seed: it makes one ``Rngs`` for all layers."""
+    if isinstance(rngs, int | np.integer) and not isinstance(rngs, bool):
+        return nnx.Rngs(int(rngs))
+    return _require_rngs(rngs, "MLP")
