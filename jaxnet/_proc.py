@@ -19,6 +19,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from ._checks import _is_int
+
 __all__ = ["process_alive", "seconds_since_start", "signals_deferred", "start_ticks"]
 
 
@@ -63,10 +65,6 @@ def seconds_since_start() -> float | None:
         return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError, AttributeError):
         return None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def process_alive(pid: Any, start: Any = None) -> bool | None:

@@ -168,3 +168,19 @@ def test_lock_is_reentrant_and_released(tmp_path):
     (tmp_path / ".jaxnet-lock").write_text(json.dumps(record))
     with pytest.raises(checkpoint.CheckpointLockedError, match="on host elsewhere"):
         checkpoint.check_new_run(tmp_path, resume=True)
+
+
+def test_resume_refuses_another_config_before_saying_or_changing_anything(tmp_path):
+    from jaxnet.checkpoint._runs import epoch_metadata, resume
+
+    like = {"w": jnp.zeros(2)}
+    checkpoint.save("ck", {"w": jnp.ones(2)}, step=1,
+                    metadata=epoch_metadata(1, [{"epoch": 1}], {"lr": 0.1, "epochs": 1}))
+    lines = []
+    with pytest.raises(ValueError, match=r"^resume: ck was written by a run with another "
+                                         r"configuration: lr 0.1 \(checkpoint\) vs 0.2 \(now\)"):
+        resume("ck", like, {"lr": 0.2, "epochs": 2}, lines.append)
+    assert lines == [] and checkpoint.all_steps("ck") == [1]
+    state, epoch, history = resume("ck", like, {"lr": 0.1, "epochs": 2}, lines.append)
+    assert state["w"].tolist() == [1.0, 1.0] and (epoch, history) == (1, [{"epoch": 1}])
+    assert lines == ["resume: continuing from ck/step_00000001 (epoch 1)"]
