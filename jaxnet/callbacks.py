@@ -65,8 +65,13 @@ class Run:
       loader: the training ``DataLoader``.
       epochs: the epoch ``fit`` stops after (counting from 1).
       start_epoch: epochs already done before this call (> 0 after a resume).
-      history: the per-epoch entries so far (including resumed ones).
+      history: the per-epoch entries so far (including resumed ones); ``fit``
+        appends each epoch's entry to this list, the one it returns.
       config: the run's JSON-able configuration (saved with checkpoints).
+      find_non_finite: ``find_non_finite(state, epoch) -> (i, names) | None``,
+        set by ``fit``: replays epoch ``epoch`` from ``state`` step by step and
+        names the first batch ``i`` whose loss or gradients are not finite
+        (``FiniteCheck`` uses it; ``None`` outside ``fit``).
 
     ``fit`` builds it; a hook only reads it:
 
@@ -85,6 +90,8 @@ class Run:
     start_epoch: int = 0
     history: list[dict] = field(default_factory=list)
     config: dict | None = None
+    find_non_finite: Callable[[Any, int], tuple[int, list[str]] | None] | None = field(
+        default=None, init=False, repr=False)
 
 
 class Callback:
@@ -179,17 +186,9 @@ class FiniteCheck(Callback):
     def on_epoch_end(self, run, epoch, state, logs):
         if math.isfinite(logs["train_loss"]) and bool(_all_finite(state.params)):
             return None
-        from .train import _named_non_finite, make_train_step
-
-        step = make_train_step(run.apply, run.loss_fn, run.optimizer, check_finite=True,
-                               donate=False)
-        names = []
-        replay = self._start
-        for i, batch in enumerate(run.loader.iter_epoch(epoch - 1, pad_last=True)):
-            replay, metrics = step(replay, batch)
-            names = _named_non_finite(np.asarray(metrics["finite"]), self._start.params)
-            if names:
-                raise NonFiniteError(epoch, i, names)
+        found = None if run.find_non_finite is None else run.find_non_finite(self._start, epoch)
+        if found is not None:
+            raise NonFiniteError(epoch, *found)
         raise NonFiniteError(epoch, len(run.loader) - 1, ["parameters after the epoch"])
 
 
@@ -228,10 +227,10 @@ class Checkpoint(Callback):
 
     def on_epoch_end(self, run, epoch, state, logs):
         from . import checkpoint
+        from .checkpoint._runs import epoch_metadata
 
         checkpoint.save(self.directory, state, step=epoch, keep=self.keep,
-                        metadata={"epoch": epoch, "history": run.history,
-                                  "config": run.config or {}})
+                        metadata=epoch_metadata(epoch, run.history, run.config or {}))
 
 
 def _write_line(log: Callable[[str], Any], line: str) -> None:

@@ -1,0 +1,231 @@
+"""``fit``: loaders → callbacks → the run protocol (lock, resume) → the epoch loop."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import optax
+
+from .. import callbacks as cb
+from .. import parallel
+from .._checks import positive_int, seed_int
+from ._batches import Batches, as_loader
+from ._epoch import epoch_runner
+from ._evaluate import evaluate
+from ._state import TrainState
+from ._step import Apply, LossFn, first_non_finite
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+    """What ``fit`` does besides training: batching of non-``DataLoader`` data,
+    the built-in callbacks, and the run protocol (checkpoints, resume).
+
+    The fields are ``fit``'s keywords of the same names; see ``fit``.
+
+    >>> FitOptions(batch_size=32, log=None).keep
+    3
+    >>> FitOptions(keep=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: keep: expected a positive int, got 0
+    """
+
+    batch_size: int | None = None
+    shuffle: bool | None = None
+    seed: int | None = None
+    check_finite: bool = True
+    checkpoint_dir: Any = None
+    keep: int = 3
+    resume: bool = False
+    config: dict | None = None
+    progress: bool = True
+    log: Callable[[str], Any] | None = print
+
+    def __post_init__(self):
+        if self.seed is not None:
+            seed_int("seed", self.seed)
+        if self.batch_size is not None:
+            positive_int("batch_size", self.batch_size)
+        positive_int("keep", self.keep)
+
+    def for_this_process(self) -> FitOptions:
+        """Only the primary process writes and prints, like DDP's rank 0."""
+        if parallel.is_primary():
+            return self
+        return dataclasses.replace(self, checkpoint_dir=None, progress=False, log=None)
+
+    def callbacks(self) -> list[cb.Callback]:
+        """The built-in callbacks these options ask for, in their order."""
+        out: list[cb.Callback] = []
+        if self.check_finite:
+            out.append(cb.FiniteCheck())  # before Checkpoint: a poisoned state is never saved
+        if self.checkpoint_dir is not None:
+            out.append(cb.Checkpoint(self.checkpoint_dir, keep=self.keep))
+        if self.progress:
+            out.append(cb.ProgressBar())
+        if self.log is not None:
+            out.append(cb.EpochLog(self.log))
+        return out
+
+
+def _check_epochs(epochs) -> int:
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+        raise ValueError(f"epochs: expected a non-negative int, got {epochs!r}")
+    return epochs
+
+
+def _start_run(stack: contextlib.ExitStack, state: TrainState, options: FitOptions,
+               mesh) -> tuple[TrainState, int, list[dict]]:
+    """Lock the checkpoint folder (until ``stack`` closes), refuse to overwrite, resume.
+
+    Returns:
+      ``(state, start_epoch, history)``: as given for a new run; the
+      checkpoint's for a resumed one; process 0's on every process of a mesh.
+    """
+    start_epoch, history = 0, []
+    directory = options.checkpoint_dir
+    if directory is not None:
+        from .. import checkpoint
+        from ..checkpoint._runs import resume
+
+        stack.enter_context(checkpoint.lock(directory, log=options.log))
+        checkpoint.check_new_run(directory, resume=options.resume)
+        if options.resume:
+            state, start_epoch, history = resume(directory, state, options.config,
+                                                 options.log or (lambda _: None))
+    if mesh is not None:
+        state, start_epoch, history = parallel.start_from_primary(mesh, state, start_epoch,
+                                                                  history)
+    return state, start_epoch, history
+
+
+def _run_epoch(runner, run: cb.Run, callbacks, state, epoch: int, val_loader, mesh) -> tuple:
+    """Train one epoch (``epoch`` counts from 1), validate, and build its history entry."""
+    t0 = time.perf_counter()
+    for c in callbacks:
+        c.on_epoch_begin(run, epoch, state)
+
+    def on_batch(i, loss):
+        for c in callbacks:
+            c.on_batch_end(run, i, loss)
+
+    state, losses, counts, compile_seconds = runner(state, epoch - 1, on_batch)
+    logs: dict[str, Any] = {"epoch": epoch}
+    if compile_seconds:
+        logs["compile_seconds"] = compile_seconds
+    logs["train_seconds"] = time.perf_counter() - t0 - compile_seconds
+    logs["train_loss"] = float(np.sum(losses * counts) / np.sum(counts))
+    if val_loader is not None:
+        val = evaluate(run.apply, state, val_loader, loss_fn=run.loss_fn, mesh=mesh)
+        logs.update({f"val_{k}": v for k, v in val.items()})
+    logs["seconds"] = time.perf_counter() - t0
+    return state, logs
+
+
+def _epoch_loop(run: cb.Run, runner, callbacks: list, state, val_loader, mesh) -> TrainState:
+    """The callbacks' hooks around each epoch from ``run.start_epoch + 1`` to ``run.epochs``."""
+    run_index = 1 + max((e.get("run", 0) for e in run.history), default=-1)
+    started: list[cb.Callback] = []
+    try:
+        for c in callbacks:
+            c.on_train_begin(run)
+            started.append(c)
+        for epoch in range(run.start_epoch + 1, run.epochs + 1):
+            state, logs = _run_epoch(runner, run, callbacks, state, epoch, val_loader, mesh)
+            logs["run"] = run_index
+            run.history.append(logs)
+            if any([c.on_epoch_end(run, epoch, state, logs) for c in callbacks]):  # all run
+                break
+    finally:
+        for c in started:
+            c.on_train_end(run, state)
+    return state
+
+
+def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
+        optimizer: optax.GradientTransformation, train_data, *, epochs: int,
+        batch_size: int | None = None, shuffle: bool | None = None, seed: int | None = None,
+        val_data=None, callbacks: Iterable[cb.Callback] = (), check_finite: bool = True,
+        checkpoint_dir=None, keep: int = 3, resume: bool = False, config: dict | None = None,
+        progress: bool = True, log: Callable[[str], Any] | None = print, mesh=None,
+        ) -> tuple[TrainState, list[dict]]:
+    """Train for ``epochs`` epochs; return the final state and the per-epoch history.
+
+    The loop: (resume) → for each epoch: callbacks' ``on_epoch_begin`` → one
+    epoch (``make_epoch_runner``) → validation (``evaluate``) → callbacks'
+    ``on_epoch_end`` (any may stop training) → ``on_train_end``.
+
+    Args:
+      state: initial ``TrainState`` (also the template when resuming).
+      apply, loss_fn, optimizer: as for ``make_train_step``.
+      train_data: ``(x, y)`` arrays, a ``Dataset`` or a ``DataLoader``.
+      epochs: total number of epochs (a resumed run continues up to it).
+      batch_size, shuffle, seed: batching when ``train_data`` is not a
+        ``DataLoader`` (defaults 64, True, 0); passing them with a
+        ``DataLoader`` is an error. The order of epoch ``e`` depends only on
+        ``(seed, e)``.
+      val_data: optional data (like ``train_data``) evaluated after every
+        epoch; its metrics appear as ``val_loss``/``val_accuracy``.
+      callbacks: your ``Callback`` objects, run after the built-in ones.
+      check_finite: stop with ``NonFiniteError`` naming the epoch, step and
+        parameter of a NaN/Inf (the ``FiniteCheck`` callback).
+      checkpoint_dir: save the state after every epoch there (keep the last
+        ``keep``; the ``Checkpoint`` callback); the folder is locked for the
+        run. With ``resume=True`` continue from its newest intact checkpoint.
+      config: JSON-able run configuration stored with each checkpoint; a
+        resume with a different one (other than more ``epochs``) is refused.
+      progress: show a tqdm progress bar (the ``ProgressBar`` callback).
+      log: called with one line per epoch (the ``EpochLog`` callback; ``None``
+        for silence).
+      mesh: train data parallel on a ``parallel.make_mesh()`` mesh: the state
+        replicated, every batch split over the devices (``batch_size`` must
+        be a multiple of their number), the same steps. In a multi-process
+        run only process 0 checkpoints, resumes, logs and shows progress; the
+        others start from its state.
+
+    Returns:
+      ``(state, history)``; ``history[i]`` has ``epoch``, ``train_loss``,
+      ``train_seconds`` (training only), ``seconds`` (with validation),
+      ``run`` (0 for the first process, +1 per resume), ``compile_seconds``
+      on an epoch that compiled, and the ``val_*`` metrics.
+
+    >>> import optax
+    >>> from jaxnet import nn, losses
+    >>> apply, params, model_state = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+    >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
+    >>> data = (np.ones((8, 2), np.float32), np.array([0, 1] * 4))
+    >>> state, history = fit(state, apply, losses.cross_entropy, optax.sgd(0.1), data,
+    ...                      epochs=1, batch_size=4, val_data=data, progress=False, log=None)
+    >>> int(state.step), history[0]["epoch"], history[0]["val_accuracy"]
+    (2, 1, 0.5)
+    """
+    options = FitOptions(batch_size, shuffle, seed, check_finite, checkpoint_dir, keep, resume,
+                         config, progress, log)
+    epochs = _check_epochs(epochs)
+    loader = as_loader(train_data, "train_data", batch_size=batch_size, shuffle=shuffle,
+                       seed=seed)
+    val_loader = None if val_data is None else as_loader(
+        val_data, "val_data", defaults=(1000, False, 0), round_to=1 if mesh is None else mesh.size)
+    batches = Batches(loader, mesh)
+    runner = epoch_runner(apply, loss_fn, optimizer, batches)
+    options = options.for_this_process()
+    callbacks = [*options.callbacks(), *callbacks]
+    with contextlib.ExitStack() as stack:
+        state, start_epoch, history = _start_run(stack, state, options, mesh)
+        run = cb.Run(apply, loss_fn, optimizer, loader, epochs, start_epoch, list(history),
+                     options.config)
+        run.find_non_finite = functools.partial(_replay, apply, loss_fn, optimizer, batches)
+        state = _epoch_loop(run, runner, callbacks, state, val_loader, mesh)
+    return state, run.history
+
+
+def _replay(apply, loss_fn, optimizer, batches: Batches, state, epoch: int):
+    """``Run.find_non_finite``: replay epoch ``epoch`` (from 1) from ``state``, step by step."""
+    return first_non_finite(apply, loss_fn, optimizer, state, batches.host_batches(epoch - 1))

@@ -1,0 +1,121 @@
+"""The train step: one optimizer step in training mode, jitted, and its NaN/Inf flags."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .._tree import leaf_paths
+from ._state import TrainState
+
+Apply = Callable[..., tuple[jax.Array, Any]]
+LossFn = Callable[..., jax.Array]
+
+
+def _split_batch(batch) -> tuple[Any, Any, Any]:
+    if isinstance(batch, tuple | list) and len(batch) == 2:
+        return batch[0], batch[1], None
+    if isinstance(batch, tuple | list) and len(batch) == 3:
+        return tuple(batch)
+    raise ValueError(f"batch: expected a tuple (x, y) or (x, y, mask), got "
+                     f"{type(batch).__name__}" + (f" of {len(batch)}" if hasattr(batch, "__len__")
+                                                  else ""))
+
+
+def _grad_step(apply: Apply, loss_fn: LossFn, optimizer, state: TrainState, x, y, mask):
+    """One optimizer step in training mode; returns the new state, the loss and the grads."""
+    key = jax.random.fold_in(state.rng, state.step)
+
+    def objective(params):
+        outputs, model_state = apply(params, state.model_state, x, train=True, rng=key)
+        return loss_fn(outputs, y, mask=mask), model_state
+
+    (loss, model_state), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              model_state=model_state)
+    return new_state, loss, grads
+
+
+def _finite_flags(loss, grads) -> jax.Array:
+    """``[loss finite, grad leaf 0 finite, ...]``: a few bools, cheap next to the matmuls."""
+    return jnp.stack([jnp.isfinite(loss)] + [jnp.isfinite(g).all() for g in jax.tree.leaves(grads)])
+
+
+def first_non_finite(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                     state: TrainState, batches: Iterable) -> tuple[int, list[str]] | None:
+    """Replay ``batches`` from ``state`` with a per-step check, to name the first culprit.
+
+    Args:
+      apply, loss_fn, optimizer: as for ``make_train_step``.
+      state: the state to replay from; not consumed (the replay does not donate).
+      batches: the padded batches, as ``make_train_step`` takes them.
+
+    Returns:
+      ``(i, names)`` for the first batch ``i`` whose loss or a gradient is not
+      finite (``names`` like ``["loss", "grad of layers.0.weight"]``), or ``None``.
+    """
+    step = make_train_step(apply, loss_fn, optimizer, check_finite=True, donate=False)
+    paths = leaf_paths(state.params)
+    replay = state
+    for i, batch in enumerate(batches):
+        replay, metrics = step(replay, batch)
+        flags = np.asarray(metrics["finite"])
+        if not flags.all():
+            return i, ["loss" if j == 0 else f"grad of {paths[j - 1]}"
+                       for j in np.flatnonzero(~flags)]
+    return None
+
+
+def make_train_step(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
+                    check_finite: bool = False, donate: bool = True):
+    """Build the jitted ``train_step(state, batch) -> (state, metrics)``.
+
+    Args:
+      apply: pure model function ``apply(params, model_state, x, *, train, rng)``.
+      loss_fn: ``loss_fn(outputs, labels, *, mask) -> scalar``.
+      optimizer: any optax ``GradientTransformation``.
+      check_finite: also return ``metrics["finite"]``, a bool vector
+        ``[loss, *grad leaves]`` (see ``NonFiniteError``).
+      donate: donate the input state's buffers (the old state is consumed, as
+        when PyTorch updates parameters in place: reusing it raises "Array has
+        been deleted").
+
+    ``batch`` is ``(x, y)`` or ``(x, y, mask)``: ``x`` of shape
+    ``(batch, ...)``, ``y`` of shape ``(batch,)`` (int labels) or whatever
+    ``loss_fn`` expects, ``mask`` bool ``(batch,)``, False on padding. Keep its
+    shape fixed (e.g. ``DataLoader(..., pad_last=True)``) so the step compiles
+    once.
+
+    Returns:
+      The jitted ``train_step(state, batch) -> (state, metrics)``: the new
+      ``TrainState`` (``step`` + 1) and ``metrics["loss"]``, a float32 scalar
+      (plus ``metrics["finite"]``, bool ``(1 + num_leaves,)``, with
+      ``check_finite``).
+
+    >>> import optax
+    >>> from jaxnet import nn, losses
+    >>> apply, params, model_state = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+    >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
+    >>> step = make_train_step(apply, losses.cross_entropy, optax.sgd(0.1), check_finite=True)
+    >>> state, metrics = step(state, (jnp.ones((8, 2)), jnp.array([0, 1] * 4)))
+    >>> int(state.step), metrics["loss"].shape, bool(metrics["finite"].all())
+    (1, (), True)
+    """
+
+    def train_step(state: TrainState, batch):
+        x, y, mask = _split_batch(batch)
+        state, loss, grads = _grad_step(apply, loss_fn, optimizer, state, x, y, mask)
+        metrics = {"loss": loss}
+        if check_finite:
+            metrics["finite"] = _finite_flags(loss, grads)
+        return state, metrics
+
+    return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+
