@@ -126,12 +126,33 @@ class Subset(Dataset):
         return int(self.indices.size)
 
 
+def _collate_numbers(numbers: Sequence[bool | int | float]) -> np.ndarray:
+    """Python numbers as one array, promoted over the whole batch (see ``default_collate``)."""
+    if all(isinstance(x, bool) for x in numbers):
+        return np.asarray(numbers, dtype=bool)
+    if all(isinstance(x, int) for x in numbers):
+        lo, hi = min(numbers), max(numbers)
+        for dtype in (np.int32, np.int64):
+            if np.iinfo(dtype).min <= lo and hi <= np.iinfo(dtype).max:
+                return np.asarray(numbers, dtype=dtype)
+        bad = lo if lo < np.iinfo(np.int64).min else hi
+        raise ValueError(f"collate: expected ints within int64, [-2**63, 2**63), as "
+                         f"torch.tensor, got {bad}; pass collate_fn= to batch them yourself")
+    values = np.asarray(numbers, dtype=np.float64)
+    finite = np.abs(values[np.isfinite(values)])
+    fits = finite.size == 0 or finite.max() <= np.finfo(np.float32).max
+    return values.astype(np.float32) if fits else values
+
+
 def default_collate(items: Sequence[Any]) -> Any:
     """Stack a list of examples into one batch of numpy arrays (PyTorch's default collate).
 
     Tuples and lists are collated field by field, dicts key by key; arrays and
-    numbers are stacked along a new first axis. Python floats become float32
-    and Python ints int32 (JAX's defaults); numpy values keep their dtype.
+    numbers are stacked along a new first axis; numpy values keep their dtype.
+    Python numbers are promoted over the whole batch like ``torch.tensor`` (any
+    float makes it floating; all bools stay bool), then int32/float32 when every
+    value fits, else int64/float64, which JAX cuts to 32 bits unless
+    ``jax_enable_x64`` is on.
 
     Args:
       items: a non-empty list of ``B`` examples of one structure (tuples,
@@ -144,6 +165,8 @@ def default_collate(items: Sequence[Any]) -> Any:
     >>> x, y = default_collate([(np.zeros(2), 1), (np.ones(2), 0)])
     >>> x.shape, y.tolist(), y.dtype
     ((2, 2), [1, 0], dtype('int32'))
+    >>> default_collate([0, 1.5]).dtype, default_collate([1, 2**40]).dtype
+    (dtype('float32'), dtype('int64'))
     """
     first = items[0]
     if isinstance(first, tuple | list):
@@ -153,12 +176,8 @@ def default_collate(items: Sequence[Any]) -> Any:
         return tuple(default_collate([item[i] for item in items]) for i in range(len(first)))
     if isinstance(first, dict):
         return {k: default_collate([item[k] for item in items]) for k in first}
-    if isinstance(first, bool):
-        return np.asarray(items, dtype=bool)
-    if isinstance(first, int):
-        return np.asarray(items, dtype=np.int32)
-    if isinstance(first, float):
-        return np.asarray(items, dtype=np.float32)
+    if all(isinstance(item, bool | int | float) for item in items):
+        return _collate_numbers(items)
     try:
         return np.stack([np.asarray(item) for item in items])
     except ValueError as e:
@@ -179,7 +198,8 @@ class DataLoader:
       pad_last: static-shape mode for jit: the last partial batch is padded to
         ``batch_size`` (repeating the epoch's first example) and every batch
         gets a trailing boolean ``mask`` of shape ``(batch_size,)``, so ``for
-        x, y, mask in loader`` and a jitted step compiles once.
+        x, y, mask in loader`` and a jitted step compiles once. A dataset
+        smaller than ``batch_size`` is one batch of all its examples, unpadded.
       collate_fn: turns a list of examples into a batch; default
         ``default_collate`` (numpy arrays). An ``ArrayDataset`` without a
         ``collate_fn`` is sliced directly (no per-example work).
@@ -253,11 +273,13 @@ class DataLoader:
         """Indices and mask of every batch of ``epoch``, padded to one static shape.
 
         Returns:
-          ``(indices, mask)``, both ``(len(self), batch_size)``; ``indices`` is
-          int32, ``mask`` is bool and False on padding.
+          ``(indices, mask)``, both ``(len(self), B)`` with ``B =
+          min(batch_size, len(dataset))``; ``indices`` is int32, ``mask`` is
+          bool and False on padding.
         """
         order = self.order(epoch)
-        n_batches, b = len(self), self.batch_size
+        # batch_size > N serves the N rows, as PyTorch; never allocate batch_size rows
+        n_batches, b = len(self), min(self.batch_size, order.size)
         order = order[: n_batches * b]
         mask = np.ones(n_batches * b, dtype=bool)
         pad = n_batches * b - order.size

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from jaxnet.data import ArrayDataset, DataLoader, random_split
+from jaxnet.data import ArrayDataset, DataLoader, Dataset, default_collate, random_split
 
 # The documented guarantee, pinned: order = f(seed, epoch), reshuffled every epoch.
 GOLDEN_SEED_42 = [
@@ -110,3 +110,67 @@ def test_random_split_sizes_disjoint_and_seeded():
 def test_bad_arguments_name_argument_and_value(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("items,expected,dtype", [
+    # promoted over the whole batch like torch.tensor, not from the first item
+    ([0, 1.62, 1.75, 0.93], [0, 1.62, 1.75, 0.93], np.float32),
+    ([True, 1.5], [1.0, 1.5], np.float32),
+    ([1, 2, 3], [1, 2, 3], np.int32),
+    ([True, 2], [1, 2], np.int32),
+    ([True, False], [True, False], np.bool_),
+    ([1, 2**40], [1, 2**40], np.int64),  # no OverflowError; kept int64 (JAX's int32 would wrap)
+    ([-(2**31), 2**31 - 1], [-(2**31), 2**31 - 1], np.int32),
+    ([0.5, 1e300], [0.5, 1e300], np.float64),  # float32 would make it inf
+    ([0.5, float("inf")], [0.5, float("inf")], np.float32),
+])
+def test_collate_promotes_python_numbers_over_the_whole_batch(items, expected, dtype):
+    out = default_collate(items)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out.astype(np.float64), np.asarray(expected, np.float64),
+                               rtol=1e-6)
+
+
+def test_collate_promotes_within_nested_fields_and_dicts():
+    x, y = default_collate([(np.zeros(2), 0), (np.ones(2), 1.62)])
+    assert y.dtype == np.float32 and y.tolist() == pytest.approx([0, 1.62])
+    d = default_collate([{"t": 1, "w": 1}, {"t": 2**40, "w": 0.5}])
+    assert (d["t"].dtype, d["w"].dtype) == (np.int64, np.float32)
+
+
+def test_collate_refuses_ints_beyond_int64():
+    with pytest.raises(ValueError, match=rf"collate: expected ints within int64.* got {2**64};"):
+        default_collate([1, 2**64])
+
+
+def test_collate_shuffled_batches_have_one_dtype():
+    # which item comes first must not change the batch's dtype (it did with shuffling)
+    class Targets(Dataset):
+        def __getitem__(self, i):
+            return [0, 1.62, 1.75, 0.93][i]
+
+        def __len__(self):
+            return 4
+
+    loader = DataLoader(Targets(), batch_size=2, shuffle=True, seed=3)
+    for epoch in range(4):
+        for batch in loader.iter_epoch(epoch):
+            assert batch.dtype == np.float32
+
+
+def test_huge_batch_size_allocates_by_the_dataset_not_the_batch_size():
+    # PyTorch yields the 3 rows; a padded batch of 3e8 rows took 5 GB and 7 s
+    ds = ArrayDataset(np.arange(3), np.arange(3))
+    loader = DataLoader(ds, batch_size=300_000_000)
+    assert [b[0].tolist() for b in loader] == [[0, 1, 2]]
+    indices, mask = loader.index_batches(0)
+    assert indices.shape == mask.shape == (1, 3)
+    x, y, m = next(loader.iter_epoch(0, pad_last=True))
+    assert x.shape == m.shape == (3,) and m.all()
+    shuffled = DataLoader(ds, batch_size=300_000_000, shuffle=True, pad_last=True)
+    assert sorted(next(iter(shuffled))[0].tolist()) == [0, 1, 2]
+
+
+def test_float_batch_size_is_refused_naming_it():
+    with pytest.raises(ValueError, match=r"batch_size: expected a positive int, got 300000000.0"):
+        DataLoader(ArrayDataset(np.arange(3)), batch_size=3e8)
