@@ -1,7 +1,14 @@
-"""A strict harness: warnings are errors (pyproject), fresh keys per test, real MNIST located."""
+"""A strict harness: warnings are errors (pyproject), fresh keys per test, real MNIST located.
+
+Not strict dtype promotion (``jax_numpy_dtype_promotion="strict"``): the tests of losses,
+metrics, data, nn and train pass with it except the six that train with ``optax.adam``,
+which fail inside optax (``optax.tree.bias_correction`` computes ``decay ** count``, a
+Python float and an int32 count).
+"""
 
 import os
 import sys
+import zlib
 from pathlib import Path
 
 import jax
@@ -19,8 +26,9 @@ def _run_in_tmp_path(tmp_path, monkeypatch):
 
 @pytest.fixture
 def key(request):
-    """A fresh jax.random key per test, derived from the test's name (reproducible)."""
-    return jax.random.PRNGKey(abs(hash(request.node.name)) % (2**31))
+    """A fresh jax.random key per test, derived from the test's id: the same key in every
+    process and run (a CRC, not Python's per-process salted ``hash()``)."""
+    return jax.random.PRNGKey(zlib.crc32(request.node.nodeid.encode()))
 
 
 def mnist_dir() -> Path | None:
