@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s bench``, ``nox -s docs``.
+"""Developer sessions: ``nox -s tests``, ``lint``, ``package``, ``bench``, ``docs``.
 
 CI (``.ci/run``) runs the README's test command; these are the same checks in
 isolated environments.
@@ -7,6 +7,8 @@ isolated environments.
 import os
 
 import nox
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.default_venv_backend = "venv"
@@ -21,8 +23,26 @@ def tests(session):
 
 @nox.session
 def lint(session):
-    session.install("ruff>=0.6")
+    """ruff, then the layer contract (pyproject's ``[tool.importlinter]``): imports go down."""
+    session.install("ruff>=0.6", "import-linter>=2.17,<3")
     session.run("ruff", "check", ".")
+    session.run("lint-imports")
+
+
+@nox.session
+def package(session):
+    """Build the sdist and the wheel, install the wheel in this fresh venv, run the smoke test.
+
+    The dependencies come from PyPI. ``.ci/run`` does a cheaper variant: the wheel
+    alone in a venv that borrows the CI venv's dependencies.
+    """
+    session.install("build")
+    dist = session.create_tmp()
+    session.run("python", "-m", "build", "--outdir", dist)
+    wheel = next(f for f in os.listdir(dist) if f.endswith(".whl"))
+    session.install(os.path.join(dist, wheel))
+    with session.chdir(dist):  # import the installed wheel, not the checkout
+        session.run("python", os.path.join(HERE, ".ci", "smoke.py"))
 
 
 @nox.session
