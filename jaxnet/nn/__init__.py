@@ -63,6 +63,7 @@ from ._functional import Functional as Functional
 from ._functional import count_params as count_params
 from ._functional import functional as functional
 from ._functional import load_state_dict as load_state_dict
+from ._functional import split as split
 from ._functional import state_dict as state_dict
 from ._linear import Linear as Linear
 from ._module import Module as Module
@@ -91,6 +92,7 @@ __all__ = [
     "count_params",
     "functional",
     "load_state_dict",
+    "split",
     "state_dict",
     "summary",
 ]

@@ -13,10 +13,10 @@ from flax import nnx
 
 
 class Functional(NamedTuple):
-    """What ``functional(model)`` returns: unpack as ``apply, params, state = ...``.
+    """What ``split(model)`` returns: unpack as ``apply, params, state = ...``.
 
     >>> from jaxnet.nn import Linear, Rngs
-    >>> f = functional(Linear(2, 1, rngs=Rngs(0)))
+    >>> f = split(Linear(2, 1, rngs=Rngs(0)))
     >>> f.apply(f.params, f.state, jnp.ones((3, 2)))[0].shape, sorted(f.params), f.state
     ((3, 1), ['bias', 'kernel'], {})
     """
@@ -63,7 +63,7 @@ def _split(model: nnx.Module):
     return merge, nnx.to_pure_dict(params), nnx.to_pure_dict(state)
 
 
-def functional(model: nnx.Module) -> Functional:
+def split(model: nnx.Module) -> Functional:
     """Split a model into a pure function, its parameters and its non-parameter state.
 
     ``apply(params, state, x, *, train=False, rng=None)`` rebuilds the model
@@ -82,7 +82,7 @@ def functional(model: nnx.Module) -> Functional:
       nested dicts of arrays (together, PyTorch's ``state_dict``).
 
     >>> from jaxnet.nn import MLP
-    >>> apply, params, state = functional(MLP(2, [3], 1, rngs=0))
+    >>> apply, params, state = split(MLP(2, [3], 1, rngs=0))
     >>> sorted(params["layers"]), state
     ([0, 2], {})
     >>> apply(params, state, jnp.ones((4, 2)))[0].shape
@@ -99,6 +99,9 @@ def functional(model: nnx.Module) -> Functional:
         return out, nnx.to_pure_dict(nnx.state(module, _STATE))
 
     return Functional(apply, params, state)
+
+
+functional = split  # the old name, kept while callers move to split (temporary alias)
 
 
 def state_dict(model: nnx.Module) -> dict:
