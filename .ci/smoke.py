@@ -31,7 +31,7 @@ import optax  # noqa: E402
 from jaxnet import losses, nn  # noqa: E402
 from jaxnet.train import TrainState, fit  # noqa: E402
 
-apply, params, model_state = nn.functional(nn.Linear(2, 2, rngs=nn.Rngs(0)))
+apply, params, model_state = nn.split(nn.Linear(2, 2, rngs=nn.Rngs(0)))
 state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
 data = (np.ones((8, 2), np.float32), np.array([0, 1] * 4))
 state, history = fit(state, apply, losses.cross_entropy, optax.sgd(0.1), data, epochs=1,

@@ -167,7 +167,7 @@ def jaxnet_run(data, seed: int, lr: float, epochs: int) -> dict:
 
     (x, y), (x_test, y_test) = data
     model = _example_module().MNISTNet(rngs=nn.Rngs(seed))
-    apply, params, model_state = nn.functional(model)
+    apply, params, model_state = nn.split(model)
     optimizer = optax.adam(lr)
     state = TrainState.create(params, optimizer, model_state=model_state, seed=seed)
     accs: list[float] = []

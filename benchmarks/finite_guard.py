@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     data_dir = os.environ.get("JAXNET_DATA_DIR",
                               Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
     (x, y), _ = mnist.load_data(data_dir)
-    model_apply, params, model_state = nn.functional(nn.MLP(784, [512, 256], 10, rngs=0))
+    model_apply, params, model_state = nn.split(nn.MLP(784, [512, 256], 10, rngs=0))
 
     def apply(p, s, pixels, *, train=False, rng=None):  # uint8 pixels, normalised on device
         return model_apply(p, s, mnist.normalize(pixels), train=train, rng=rng)

@@ -76,7 +76,7 @@ def measure(devices: int | None, batch_size: int, epochs: int, seed: int = 0) ->
     from jaxnet.train import TrainState, fit
 
     (x, y), _ = mnist.load_data(_data_dir())
-    model_apply, params, model_state = nn.functional(nn.MLP(784, list(HIDDEN), 10, rngs=0))
+    model_apply, params, model_state = nn.split(nn.MLP(784, list(HIDDEN), 10, rngs=0))
 
     def apply(p, s, pixels, *, train=False, rng=None):  # uint8 pixels, normalised on device
         return model_apply(p, s, mnist.normalize(pixels), train=train, rng=rng)

@@ -49,8 +49,8 @@ def main(argv=None):
     nn.summary(model, input_shape=(1, 50))
 
     # sum(p.numel() for p in model.parameters() if p.requires_grad): the trainable
-    # parameters are exactly what nn.functional returns as params.
-    apply, params, model_state = nn.functional(model)
+    # parameters are exactly what nn.split returns as params.
+    apply, params, model_state = nn.split(model)
     num_params = sum(p.size for p in jax.tree.leaves(params))
     print("Total number of trainable model parameters:", num_params)
     assert num_params == nn.count_params(model)
@@ -70,7 +70,7 @@ def main(argv=None):
     # with torch.no_grad(): nothing to switch off, JAX computes no gradient unless asked.
     # The pure function gives the same outputs; train=False is model.eval().
     out_pure, _ = apply(params, model_state, X, train=False)
-    print("same through nn.functional:", bool(jnp.allclose(out, out_pure)))
+    print("same through nn.split:", bool(jnp.allclose(out, out_pure)))
 
     probas = jax.nn.softmax(out, axis=1)  # torch.softmax(model(X), dim=1)
     print("class-membership probabilities:", np.asarray(probas))

@@ -66,7 +66,7 @@ def main(argv=None):
     # The training loop (for epoch ...: for images, labels in train_loader: ...) is fit:
     # DataLoader(train_dataset, batch_size=64, shuffle=True), one compiled scan per epoch,
     # one line per epoch with the mean training loss.
-    apply, params, model_state = nn.functional(model)
+    apply, params, model_state = nn.split(model)
     state = TrainState.create(params, optimizer, model_state=model_state, seed=args.seed)
     state, history = fit(state, apply, criterion, optimizer, train_set, epochs=args.epochs,
                          batch_size=64, shuffle=True, seed=args.seed, progress=False)

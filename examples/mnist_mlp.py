@@ -43,7 +43,7 @@ def main(argv=None):
     # 2. Model: 784-512-256-10 with ReLU, as in the course.
     model = nn.MLP(784, [512, 256], 10, rngs=args.seed)
     nn.summary(model, (args.batch_size, 784))
-    apply, params, model_state = nn.functional(model)
+    apply, params, model_state = nn.split(model)
 
     # 3. Loss and optimizer: cross-entropy on logits (= log-softmax + NLL), Adam.
     optimizer = optax.adam(args.lr)

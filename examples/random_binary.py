@@ -32,7 +32,7 @@ def main(argv=None):
 
     # The course's model ends in LogSoftmax and trains with NLLLoss.
     model = nn.MLP(10, [16], 2, output_activation="log_softmax", rngs=args.seed)
-    apply, params, model_state = nn.functional(model)
+    apply, params, model_state = nn.split(model)
     optimizer = optax.adam(args.lr)
     state = TrainState.create(params, optimizer, model_state=model_state, seed=args.seed)
     state, history = fit(state, apply, losses.nll_loss, optimizer, train_set,

@@ -75,7 +75,7 @@ def main(argv=None):
     train_set, val_set, test_set = random_split(make_data(args.seed), [700, 150, 150],
                                                 seed=args.seed)
     model = MyModel(rngs=nn.Rngs(args.seed))
-    apply, params, model_state = nn.functional(model)
+    apply, params, model_state = nn.split(model)
     optimizer = optax.sgd(args.lr, momentum=args.momentum)
     state = TrainState.create(params, optimizer, model_state=model_state, seed=args.seed)
 

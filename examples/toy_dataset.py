@@ -122,7 +122,7 @@ def main(argv=None):
     )
 
     model = NeuralNetwork(num_inputs=2, num_outputs=2, rngs=nn.Rngs(args.seed))
-    apply, params, model_state = nn.functional(model)
+    apply, params, model_state = nn.split(model)
     optimizer = optax.sgd(learning_rate=args.lr)
     state = TrainState.create(params, optimizer, model_state=model_state, seed=args.seed)
     # model.train(); zero_grad(); loss = F.cross_entropy(...); backward(); step(), jitted:

@@ -3,7 +3,7 @@
 Modules (one concept each):
 
 * ``jaxnet.nn`` — models (Flax NNX): ``Module``, ``Linear``, ``ReLU``…,
-  ``Dropout``, ``BatchNorm1d``, ``Sequential``, ``MLP``, ``functional``,
+  ``Dropout``, ``BatchNorm1d``, ``Sequential``, ``MLP``, ``split``,
   ``summary``, ``count_params``, ``state_dict``.
 * ``jaxnet.losses`` — ``cross_entropy``, ``nll_loss``, ``binary_cross_entropy``,
   ``binary_cross_entropy_with_logits``, ``mse_loss`` with ``reduction=``.

@@ -107,7 +107,7 @@ class Callback:
     ...     def on_epoch_end(self, run, epoch, state, logs):
     ...         print(f"epoch {epoch}/{run.epochs}", "train_loss" in logs)
     ...         return True
-    >>> apply, params, model_state = nn.functional(nn.Linear(2, 2, rngs=nn.Rngs(0)))
+    >>> apply, params, model_state = nn.split(nn.Linear(2, 2, rngs=nn.Rngs(0)))
     >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
     >>> data = (np.ones((8, 2), np.float32), np.array([0, 1] * 4))
     >>> state, history = fit(state, apply, losses.cross_entropy, optax.sgd(0.1), data,
@@ -165,7 +165,7 @@ class FiniteCheck(Callback):
     >>> import optax
     >>> from jaxnet import losses, nn
     >>> from jaxnet.train import TrainState, fit
-    >>> apply, params, model_state = nn.functional(nn.Linear(2, 2, rngs=nn.Rngs(0)))
+    >>> apply, params, model_state = nn.split(nn.Linear(2, 2, rngs=nn.Rngs(0)))
     >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
     >>> data = (np.full((8, 2), np.nan, np.float32), np.zeros(8, np.int32))
     >>> fit(state, apply, losses.cross_entropy, optax.sgd(0.1), data, epochs=1,
@@ -210,7 +210,7 @@ class Checkpoint(Callback):
     >>> import optax
     >>> from jaxnet import checkpoint, losses, nn
     >>> from jaxnet.train import TrainState, fit
-    >>> apply, params, model_state = nn.functional(nn.Linear(2, 2, rngs=nn.Rngs(0)))
+    >>> apply, params, model_state = nn.split(nn.Linear(2, 2, rngs=nn.Rngs(0)))
     >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
     >>> data = (np.ones((8, 2), np.float32), np.array([0, 1] * 4))
     >>> folder = tempfile.mkdtemp()
@@ -283,7 +283,7 @@ class ProgressBar(Callback):
     >>> import optax
     >>> from jaxnet import losses, nn
     >>> from jaxnet.train import TrainState, fit
-    >>> apply, params, model_state = nn.functional(nn.Linear(2, 2, rngs=nn.Rngs(0)))
+    >>> apply, params, model_state = nn.split(nn.Linear(2, 2, rngs=nn.Rngs(0)))
     >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
     >>> data = (np.ones((8, 2), np.float32), np.array([0, 1] * 4))
     >>> bar = ProgressBar()

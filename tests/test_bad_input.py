@@ -47,12 +47,12 @@ def cli_run(*args):
 
 
 def tiny_state():
-    return TrainState.create(nn.functional(nn.MLP(3, [4], 2, rngs=0)).params, optax.sgd(0.1))
+    return TrainState.create(nn.split(nn.MLP(3, [4], 2, rngs=0)).params, optax.sgd(0.1))
 
 
 def fit_with(**overrides):
     def call(ws, mnist_path):
-        apply, params, _ = nn.functional(nn.MLP(3, [4], 2, rngs=0))
+        apply, params, _ = nn.split(nn.MLP(3, [4], 2, rngs=0))
         kwargs = dict(epochs=1, progress=False, log=None)
         kwargs.update({k: v.format(ws=ws) if isinstance(v, str) else v
                        for k, v in overrides.items()})
@@ -109,11 +109,11 @@ CASES = [
          r"dropout: expected a probability in \[0, 1\), got 1.0"),
     Case("batchnorm-input", lambda ws, m: nn.BatchNorm1d(4)(jnp.ones((2, 3))), ValueError,
          r"BatchNorm1d: expected input \(N, 4\) or \(N, 4, L\), got shape \(2, 3\)"),
-    Case("dropout-train-no-key", lambda ws, m: nn.functional(nn.MLP(3, [4], 2, dropout=0.5,
+    Case("dropout-train-no-key", lambda ws, m: nn.split(nn.MLP(3, [4], 2, dropout=0.5,
                                                                     rngs=0)).apply(
-        *nn.functional(nn.MLP(3, [4], 2, dropout=0.5, rngs=0))[1:], jnp.ones((2, 3)),
+        *nn.split(nn.MLP(3, [4], 2, dropout=0.5, rngs=0))[1:], jnp.ones((2, 3)),
         train=True), ValueError, "rng: the model has Dropout, so apply.*needs rng="),
-    Case("functional-not-module", lambda ws, m: nn.functional(lambda x: x), TypeError,
+    Case("functional-not-module", lambda ws, m: nn.split(lambda x: x), TypeError,
          "model: expected an nn.Module .* got function"),
     # losses
     Case("ce-label-shape", lambda ws, m: losses.cross_entropy(Z, Y[:3]), ValueError,
@@ -220,7 +220,7 @@ CASES = [
                                                           step=1),
          checkpoint.CheckpointError, "checkpoint_dir: could not write .*blocker"),
     Case("restore-shape", lambda ws, m: checkpoint.restore(
-        ws / "ck", TrainState.create(nn.functional(nn.MLP(3, [9], 2, rngs=0)).params,
+        ws / "ck", TrainState.create(nn.split(nn.MLP(3, [9], 2, rngs=0)).params,
                                      optax.sgd(0.1))),
          checkpoint.CheckpointMismatchError,
          r"layers/0/bias has shape \(4,\) float32 in the checkpoint but \(9,\) float32 in like"),

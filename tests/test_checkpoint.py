@@ -13,7 +13,7 @@ from jaxnet.train import TrainState
 
 
 def make_state(seed=0, hidden=8, opt=None):
-    params = nn.functional(nn.MLP(4, [hidden], 3, rngs=seed)).params
+    params = nn.split(nn.MLP(4, [hidden], 3, rngs=seed)).params
     return TrainState.create(params, opt or optax.adam(1e-3), seed=seed)
 
 

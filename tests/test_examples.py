@@ -72,7 +72,7 @@ def test_custom_module_shows_course_numbers(tmp_path):
     probs = re.search(r"class-membership probabilities: \[\[([^\]]+)\]\]", out).group(1)
     assert sum(float(p) for p in probs.split()) == pytest.approx(1.0, abs=1e-3)
     assert "nn.Softmax(dim=1) gives the same: True" in out
-    assert "same through nn.functional: True" in out
+    assert "same through nn.split: True" in out
     assert re.search(r"predicted class \(argmax\): \[[012]\]", out)
 
 
@@ -185,7 +185,7 @@ def test_course_code_trains_through_fit(capsys):
     assert model.layers[0].weight.shape == (30, 2)
     assert "Total params: 752" in nn.summary(model, (2, 2), print_fn=None)
 
-    apply, params, model_state = nn.functional(model)
+    apply, params, model_state = nn.split(model)
     optimizer = optax.sgd(learning_rate=0.5)
     state = TrainState.create(params, optimizer, model_state=model_state, seed=123)
     state, history = fit(state, apply, losses.cross_entropy, optimizer, train_loader,

@@ -117,15 +117,15 @@ def test_summary_of_mlp():
 def test_count_params_matches_course(args, expected):
     model = nn.MLP(*args, rngs=123)
     assert nn.count_params(model) == expected
-    assert nn.count_params(nn.functional(model).params) == expected
+    assert nn.count_params(nn.split(model).params) == expected
 
 
 # ---------------------------------------------------------------- seeds
 
 def test_same_seed_same_parameters_and_different_seed_differs():
-    a = nn.functional(nn.MLP(10, [8], 2, rngs=7)).params
-    b = nn.functional(nn.MLP(10, [8], 2, rngs=nn.Rngs(7))).params
-    c = nn.functional(nn.MLP(10, [8], 2, rngs=8)).params
+    a = nn.split(nn.MLP(10, [8], 2, rngs=7)).params
+    b = nn.split(nn.MLP(10, [8], 2, rngs=nn.Rngs(7))).params
+    c = nn.split(nn.MLP(10, [8], 2, rngs=8)).params
     assert tree_equal(a, b)
     assert not jnp.array_equal(a["layers"][0]["kernel"], c["layers"][0]["kernel"])
 
@@ -195,7 +195,7 @@ def test_output_activation_log_softmax_gives_log_probabilities():
 
 def test_functional_apply_equals_module_call_and_is_jittable(key):
     model = nn.MLP(5, [7, 6], 3, activation="tanh", rngs=1)
-    apply, params, state = nn.functional(model)
+    apply, params, state = nn.split(model)
     x = jax.random.normal(key, (4, 5))
     out, new_state = jax.jit(apply)(params, state, x)
     np.testing.assert_allclose(out, model(x), rtol=1e-6)
@@ -205,7 +205,7 @@ def test_functional_apply_equals_module_call_and_is_jittable(key):
 
 
 def test_dropout_is_random_in_training_keyed_and_identity_in_eval():
-    apply, params, state = nn.functional(nn.Dropout(0.5))
+    apply, params, state = nn.split(nn.Dropout(0.5))
     x = jnp.ones((4, 1000))
     assert jnp.array_equal(apply(params, state, x)[0], x)  # eval: identity
     k1, k2 = jax.random.key(1), jax.random.key(2)
@@ -219,9 +219,9 @@ def test_dropout_is_random_in_training_keyed_and_identity_in_eval():
 
 def test_two_dropout_layers_draw_different_masks():
     model = nn.Sequential(nn.Dropout(0.5), nn.Identity(), nn.Dropout(0.5))
-    apply, params, state = nn.functional(nn.Sequential(nn.Dropout(0.5)))
+    apply, params, state = nn.split(nn.Sequential(nn.Dropout(0.5)))
     one, _ = apply(params, state, jnp.ones((1, 400)), train=True, rng=jax.random.key(0))
-    apply2, params2, state2 = nn.functional(model)
+    apply2, params2, state2 = nn.split(model)
     two, _ = apply2(params2, state2, jnp.ones((1, 400)), train=True, rng=jax.random.key(0))
     # a second independent mask: values 0 or 4, with ~1/4 kept, not the first mask again
     assert set(np.unique(two).tolist()) <= {0.0, 4.0}
@@ -240,7 +240,7 @@ def test_model_train_and_eval_work_eagerly_too():
 def test_batchnorm_updates_running_statistics_in_training_only():
     x = np.random.default_rng(0).normal(2.0, 3.0, size=(16, 4)).astype(np.float32)
     bn = nn.BatchNorm1d(4, momentum=0.1)
-    apply, params, state = nn.functional(bn)
+    apply, params, state = nn.split(bn)
     y, new = apply(params, state, jnp.asarray(x), train=True)
     mean, var = x.mean(0), x.var(0)
     np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5)
@@ -256,14 +256,14 @@ def test_batchnorm_updates_running_statistics_in_training_only():
 
 def test_batchnorm_three_dimensional_input_normalises_per_channel():
     x = np.random.default_rng(1).normal(size=(4, 3, 5)).astype(np.float32)
-    apply, params, state = nn.functional(nn.BatchNorm1d(3))
+    apply, params, state = nn.split(nn.BatchNorm1d(3))
     y, _ = apply(params, state, jnp.asarray(x), train=True)
     np.testing.assert_allclose(np.asarray(y).mean(axis=(0, 2)), 0, atol=1e-5)
 
 
 def test_functional_with_batchnorm_and_dropout_under_jit_and_grad():
     model = WithDropoutAndBatchNorm(rngs=nn.Rngs(0))
-    apply, params, state = nn.functional(model)
+    apply, params, state = nn.split(model)
     x = jax.random.normal(jax.random.key(3), (6, 4))
 
     def loss(p):
@@ -315,8 +315,8 @@ def test_mlp_bad_arguments(kwargs, match):
 def test_models_can_be_built_abstractly_and_under_jit():
     abstract = nnx.eval_shape(lambda: nn.MLP(784, [512], 10, rngs=0))
     assert nn.count_params(abstract) == 784 * 512 + 512 + 5130
-    built = jax.jit(lambda: nn.functional(nn.MLP(3, [4], 2, rngs=0)).params)()
-    eager = nn.functional(nn.MLP(3, [4], 2, rngs=0)).params
+    built = jax.jit(lambda: nn.split(nn.MLP(3, [4], 2, rngs=0)).params)()
+    eager = nn.split(nn.MLP(3, [4], 2, rngs=0)).params
     for a, b in zip(jax.tree.leaves(built), jax.tree.leaves(eager), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
@@ -347,7 +347,7 @@ def test_a_model_written_with_forward_gets_a_clear_error():
         def forward(self, x):
             return self.fc(x)
 
-    for call in (lambda m: nn.summary(m, (1, 2)), nn.functional):
+    for call in (lambda m: nn.summary(m, (1, 2)), nn.split):
         with pytest.raises(TypeError, match=r"CourseStyle defines no __call__\(self, x\).*"
                                             r"\(rename forward to __call__\)"):
             call(CourseStyle(rngs=nn.Rngs(0)))

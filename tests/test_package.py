@@ -62,7 +62,7 @@ def test_training_runs_on_the_gpu_when_one_is_visible():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 8)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int32)
-    apply, params, _ = nn.functional(nn.MLP(8, [32], 2, rngs=0))
+    apply, params, _ = nn.split(nn.MLP(8, [32], 2, rngs=0))
     optimizer = optax.adam(1e-2)
     state, history = fit(TrainState.create(params, optimizer), apply, losses.cross_entropy,
                          optimizer, (x, y), epochs=3, batch_size=32, progress=False, log=None)

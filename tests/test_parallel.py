@@ -114,7 +114,7 @@ def _write_idx(folder: Path, n_train: int, n_test: int, seed: int = 0) -> None:
 
 def _mnist_like(config: mnist.MnistConfig) -> TrainState:
     """A fresh state shaped like ``train_mnist``'s, to restore its checkpoints into."""
-    _, params, model_state = nn.functional(mnist.build_model(config))
+    _, params, model_state = nn.split(mnist.build_model(config))
     return TrainState.create(params, mnist.make_optimizer(config, 1), model_state=model_state,
                              seed=config.seed)
 
@@ -126,7 +126,7 @@ def test_a_one_device_mesh_is_bit_identical_to_no_mesh():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 8)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int32)
-    apply, params, model_state = nn.functional(nn.MLP(8, [16], 2, dropout=0.1, rngs=0))
+    apply, params, model_state = nn.split(nn.MLP(8, [16], 2, dropout=0.1, rngs=0))
     opt = optax.adam(1e-2)
     runs = []
     for mesh in (None, parallel.make_mesh(1)):
@@ -176,7 +176,7 @@ out = {"devices": len(jax.devices())}
 rng = np.random.default_rng(0)
 x = rng.normal(size=(1024, 32)).astype(np.float32)
 y = x[:, :4].argmax(axis=1).astype(np.int32)
-apply, params, model_state = nn.functional(nn.MLP(32, [64], 4, dropout=0.1, rngs=0))
+apply, params, model_state = nn.split(nn.MLP(32, [64], 4, dropout=0.1, rngs=0))
 optimizer = optax.adam(1e-2)
 fresh = lambda: TrainState.create(params, optimizer, model_state=model_state, seed=0)
 mesh = parallel.make_mesh(4)
@@ -241,7 +241,7 @@ import jax, numpy as np, optax
 from jaxnet import checkpoint, nn, parallel
 from jaxnet.train import TrainState
 
-_, params, model_state = nn.functional(nn.MLP(32, [64], 4, dropout=0.1, rngs=0))
+_, params, model_state = nn.split(nn.MLP(32, [64], 4, dropout=0.1, rngs=0))
 like = TrainState.create(params, optax.adam(1e-2), model_state=model_state, seed=0)
 saved = np.load(sys.argv[2])
 saved = [saved[f"arr_{i}"] for i in range(len(saved.files))]

@@ -118,7 +118,7 @@ def _small_run(tmp_path, epochs, apply_override=None, resume=False):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(128, 4)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int32)
-    apply, params, _ = nn.functional(nn.MLP(4, [8], 2, rngs=0))
+    apply, params, _ = nn.split(nn.MLP(4, [8], 2, rngs=0))
     optimizer = optax.adam(1e-2)
     state = TrainState.create(params, optimizer)
     lines = []
@@ -174,7 +174,7 @@ def test_nan_keeps_the_last_good_checkpoint(tmp_path):
     _small_run(tmp_path, 1)
     good = fingerprint(checkpoint.restore(tmp_path, like=_small_run(tmp_path / "t", 1)[0]))
 
-    apply = nn.functional(nn.MLP(4, [8], 2, rngs=0))[0]
+    apply = nn.split(nn.MLP(4, [8], 2, rngs=0))[0]
 
     def poisoned(params, state, x, **mode):
         out, state = apply(params, state, x, **mode)

@@ -17,7 +17,7 @@ def blobs(n=200, seed=0):
 
 
 def setup(seed=0, lr=0.05, opt=None, model=None):
-    apply, params, model_state = nn.functional(model or nn.MLP(4, [16], 3, rngs=seed))
+    apply, params, model_state = nn.split(model or nn.MLP(4, [16], 3, rngs=seed))
     optimizer = opt or optax.sgd(lr)
     return apply, params, optimizer, TrainState.create(params, optimizer,
                                                        model_state=model_state, seed=seed)
@@ -51,7 +51,7 @@ def test_create_gives_the_optimizers_own_init_and_copies_the_model_state():
     # create builds the state in one compiled program; it must equal what the
     # optimizer's eager init gives, for a chain with a schedule, and copy the
     # BatchNorm statistics as it copies the parameters
-    apply, params, model_state = nn.functional(DropoutBatchNormNet(rngs=nn.Rngs(0)))
+    apply, params, model_state = nn.split(DropoutBatchNormNet(rngs=nn.Rngs(0)))
     optimizer = optax.chain(optax.clip_by_global_norm(1.0),
                             optax.adamw(optax.cosine_decay_schedule(1e-3, 100)))
     state = TrainState.create(params, optimizer, model_state=model_state)
@@ -142,7 +142,7 @@ def test_optimizers_reach_the_least_squares_minimum(optimizer):
     w_true = np.array([[1.5], [-2.0], [0.5]], np.float32)
     y = x @ w_true + 0.25
     model = nn.Linear(3, 1, rngs=nn.Rngs(0))
-    apply, params, _ = nn.functional(model)
+    apply, params, _ = nn.split(model)
     state = TrainState.create(params, optimizer)
     state, history = fit(state, apply, losses.mse_loss, optimizer, (x, y), epochs=40,
                          batch_size=32, progress=False, log=None)

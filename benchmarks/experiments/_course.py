@@ -36,7 +36,7 @@ def course_epoch(data_dir: str | None, epochs: int) -> CourseEpoch:
     y = y.astype(np.int32)
     loader = DataLoader(ArrayDataset(x, y), batch_size=config.batch_size, shuffle=True,
                         seed=config.seed)
-    model_apply, params, model_state = nn.functional(mnist.build_model(config))
+    model_apply, params, model_state = nn.split(mnist.build_model(config))
 
     def apply(params, model_state, pixels, **mode):
         return model_apply(params, model_state, mnist.normalize(pixels), **mode)

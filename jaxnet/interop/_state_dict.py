@@ -209,11 +209,11 @@ def to_torch_state_dict(model_or_params: Any, *, model_state: Any = None,
     Args:
       model_or_params: a jaxnet model (exact: the layer types decide the
         names); or a ``TrainState``; or a nested dict of arrays
-        (``nn.state_dict(model)``, ``nn.functional(model).params``), where a
+        (``nn.state_dict(model)``, ``nn.split(model).params``), where a
         ``layers`` level with int keys is read as a ``Sequential`` and a 2-d
         ``kernel`` as a ``Linear``'s — pass the model when in doubt.
       model_state: with a params dict, the non-parameter state
-        (``nn.functional(model).state``: BatchNorm statistics) to include.
+        (``nn.split(model).state``: BatchNorm statistics) to include.
       tensors: return ``torch.Tensor`` values (needs PyTorch) instead of numpy arrays.
 
     Returns:

@@ -22,13 +22,13 @@ Randomness is explicit: every layer with random initial values takes
 its own key (there is no global seed, and no two layers share a key unless you
 give them two equal ``Rngs``).
 
-Training uses ``functional(model)``: a pure ``apply(params, state, x, *,
+Training uses ``split(model)``: a pure ``apply(params, state, x, *,
 train=False, rng=None) -> (outputs, state)`` plus the parameters and the
 non-parameter state (BatchNorm's running statistics). The mode
 (``model.train()``/``model.eval()`` in PyTorch) and the dropout key are
 arguments of that function, not flags stored in the model.
 
-Contract: building a model is a pure function of its ``Rngs``; ``functional``
+Contract: building a model is a pure function of its ``Rngs``; ``split``
 never changes the model object; ``print(model)`` and ``summary`` name layers as
 PyTorch does (``jaxnet._torchnames``).
 
@@ -36,14 +36,14 @@ Files: ``_module`` (``Module``, ``Rngs``, the PyTorch-style print) · ``_linear`
 (``Linear``, PyTorch's init) · ``_activations`` (``Identity``, ``ReLU``,
 ``Sigmoid``, ``Tanh``, ``GELU``, ``Softmax``, ``LogSoftmax``, ``Flatten``) ·
 ``_dropout`` · ``_batch_norm`` · ``_sequential`` (``Sequential``, ``MLP``) ·
-``_functional`` (``Functional``, ``functional``, ``state_dict``,
+``_functional`` (``Functional``, ``split``, ``state_dict``,
 ``load_state_dict``, ``count_params``) · ``_summary``.
 
 >>> import jax.numpy as jnp
 >>> model = MLP(784, [512, 256], 10, rngs=0)
 >>> count_params(model)
 535818
->>> apply, params, state = functional(model)
+>>> apply, params, state = split(model)
 >>> logits, state = apply(params, state, jnp.zeros((2, 784)))
 >>> logits.shape
 (2, 10)

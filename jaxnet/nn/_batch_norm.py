@@ -19,7 +19,7 @@ class BatchNorm1d(_Described):
     running variance uses the unbiased estimate, as PyTorch). In evaluation the
     running statistics are used and nothing changes. ``weight``/``bias`` are
     parameters; ``running_mean``/``running_var`` are non-parameter state
-    (``nnx.BatchStat``), which ``functional`` returns as ``state`` and the
+    (``nnx.BatchStat``), which ``split`` returns as ``state`` and the
     train step carries in ``TrainState.model_state``.
 
     Note: in a padded last batch (``DataLoader(pad_last=True)``, which ``fit``
@@ -35,9 +35,9 @@ class BatchNorm1d(_Described):
     The output has the input's shape and dtype.
 
     >>> import numpy as np
-    >>> from jaxnet.nn import functional
+    >>> from jaxnet.nn import split
     >>> bn = BatchNorm1d(3)
-    >>> apply, params, state = functional(bn)
+    >>> apply, params, state = split(bn)
     >>> y, new = apply(params, state, jnp.arange(6.0).reshape(2, 3), train=True)
     >>> np.round(new["running_mean"], 4).tolist()
     [0.15, 0.25, 0.35]

@@ -1,4 +1,4 @@
-"""``Dropout(p)``: its mode and key come from ``functional``'s ``apply(…, train=, rng=)``."""
+"""``Dropout(p)``: its mode and key come from ``split``'s ``apply(…, train=, rng=)``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ class Dropout(_Described, nnx.Dropout):
     """``nn.Dropout(p)``: in training, zero each element with probability ``p`` and scale
     the rest by ``1 / (1 - p)``; in evaluation, the identity.
 
-    The mode and the key come from ``functional``'s ``apply(…, train=, rng=)``
+    The mode and the key come from ``split``'s ``apply(…, train=, rng=)``
     (the train step passes ``train=True`` and a fresh key every step;
     ``evaluate`` passes ``train=False``). Called directly, the layer follows
     NNX's ``model.train()``/``model.eval()`` and needs ``rngs`` for training.
@@ -21,9 +21,9 @@ class Dropout(_Described, nnx.Dropout):
       rngs: optional ``nn.Rngs``, only needed to train the layer called directly.
 
     >>> import jax, jax.numpy as jnp
-    >>> from jaxnet.nn import functional
+    >>> from jaxnet.nn import split
     >>> drop = Dropout(0.5)
-    >>> apply, params, state = functional(drop)
+    >>> apply, params, state = split(drop)
     >>> x = jnp.ones((1, 6))
     >>> apply(params, state, x)[0].tolist()               # eval: identity
     [[1.0, 1.0, 1.0, 1.0, 1.0, 1.0]]
@@ -45,7 +45,7 @@ class Dropout(_Described, nnx.Dropout):
         training = not (self.deterministic if deterministic is None else deterministic)
         if training and self.rate > 0 and rngs is None and self.rngs is None:
             raise ValueError("Dropout: training mode needs a key: train through "
-                             "functional(model)'s apply(..., train=True, rng=key) (what "
+                             "nn.split(model)'s apply(..., train=True, rng=key) (what "
                              "jaxnet.train does), call model.eval() for inference, or build "
                              "the layer with rngs=nn.Rngs(...)")
         return super().__call__(x, deterministic=deterministic, rngs=rngs)

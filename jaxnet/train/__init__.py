@@ -34,7 +34,7 @@ batches sharded over it, and the same jitted functions compile for that
 (``jaxnet.parallel``).
 
 ``apply(params, model_state, x, *, train, rng) -> (outputs, model_state)`` is
-the pure model function from ``nn.functional``. ``loss_fn(outputs, labels, *,
+the pure model function from ``nn.split``. ``loss_fn(outputs, labels, *,
 mask)`` is any ``jaxnet.losses`` function (or one with that signature) using
 ``reduction="mean"``; ``mask`` is False on the padding of the last batch, so
 padded rows never count.
@@ -42,7 +42,7 @@ padded rows never count.
 >>> import jax.numpy as jnp
 >>> import optax
 >>> from jaxnet import nn, losses
->>> apply, params, model_state = nn.functional(nn.MLP(2, [8], 2, rngs=0))
+>>> apply, params, model_state = nn.split(nn.MLP(2, [8], 2, rngs=0))
 >>> optimizer = optax.sgd(0.1)
 >>> state = TrainState.create(params, optimizer, model_state=model_state, seed=0)
 >>> step = make_train_step(apply, losses.cross_entropy, optimizer)

@@ -45,7 +45,7 @@ def make_epoch(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransform
 
     >>> import optax
     >>> from jaxnet import nn, losses
-    >>> apply, params, model_state = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+    >>> apply, params, model_state = nn.split(nn.MLP(2, [4], 2, rngs=0))
     >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
     >>> run_epoch = make_epoch(apply, losses.cross_entropy, optax.sgd(0.1))
     >>> data = (jnp.ones((8, 2)), jnp.array([0, 1] * 4))
@@ -102,7 +102,7 @@ def make_epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTr
     >>> import optax
     >>> from jaxnet import nn, losses
     >>> from jaxnet.data import ArrayDataset
-    >>> apply, params, model_state = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+    >>> apply, params, model_state = nn.split(nn.MLP(2, [4], 2, rngs=0))
     >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
     >>> loader = DataLoader(ArrayDataset(np.ones((8, 2), np.float32), np.array([0, 1] * 4)),
     ...                     batch_size=4)

@@ -56,7 +56,7 @@ def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
     BatchNorm uses its running statistics, nothing is differentiated.
 
     Args:
-      apply: pure model function (``nn.functional(model).apply``).
+      apply: pure model function (``nn.split(model).apply``).
       params: model parameters, or a ``TrainState`` (then its ``params`` and
         ``model_state`` are used).
       data: ``(x, y)`` arrays, a ``Dataset`` or a ``DataLoader`` (its order,
@@ -76,7 +76,7 @@ def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
 
     >>> import numpy as np
     >>> from jaxnet import nn, losses
-    >>> apply, params, model_state = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+    >>> apply, params, model_state = nn.split(nn.MLP(2, [4], 2, rngs=0))
     >>> data = (np.ones((8, 2), np.float32), np.array([0, 1] * 4))
     >>> metrics = evaluate(apply, params, data, model_state=model_state,
     ...                    loss_fn=losses.cross_entropy)

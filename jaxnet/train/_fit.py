@@ -198,7 +198,7 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
 
     >>> import optax
     >>> from jaxnet import nn, losses
-    >>> apply, params, model_state = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+    >>> apply, params, model_state = nn.split(nn.MLP(2, [4], 2, rngs=0))
     >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
     >>> data = (np.ones((8, 2), np.float32), np.array([0, 1] * 4))
     >>> state, history = fit(state, apply, losses.cross_entropy, optax.sgd(0.1), data,

@@ -30,7 +30,7 @@ class TrainState:
 
     >>> import optax
     >>> from jaxnet import nn
-    >>> apply, params, model_state = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+    >>> apply, params, model_state = nn.split(nn.MLP(2, [4], 2, rngs=0))
     >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state, seed=0)
     >>> int(state.step), state.rng.shape, state.rng.dtype
     (0, (2,), dtype('uint32'))
@@ -48,9 +48,9 @@ class TrainState:
         """Fresh state: step 0, ``optimizer.init(params)``, key from ``seed``.
 
         Args:
-          params: the model's parameters (``nn.functional(model).params``).
+          params: the model's parameters (``nn.split(model).params``).
           optimizer: any optax ``GradientTransformation``, e.g. ``optax.adam(1e-3)``.
-          model_state: the model's non-parameter state (``nn.functional(model).state``).
+          model_state: the model's non-parameter state (``nn.split(model).state``).
           seed: int in [0, 2**32) for the per-step keys (Dropout).
 
         Returns:
@@ -60,7 +60,7 @@ class TrainState:
 
         >>> import optax
         >>> from jaxnet import nn
-        >>> _, params, _ = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+        >>> _, params, _ = nn.split(nn.MLP(2, [4], 2, rngs=0))
         >>> state = TrainState.create(params, optax.adam(1e-3))
         >>> int(state.step), state.model_state
         (0, {})

@@ -101,7 +101,7 @@ def make_train_step(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTran
 
     >>> import optax
     >>> from jaxnet import nn, losses
-    >>> apply, params, model_state = nn.functional(nn.MLP(2, [4], 2, rngs=0))
+    >>> apply, params, model_state = nn.split(nn.MLP(2, [4], 2, rngs=0))
     >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
     >>> step = make_train_step(apply, losses.cross_entropy, optax.sgd(0.1), check_finite=True)
     >>> state, metrics = step(state, (jnp.ones((8, 2)), jnp.array([0, 1] * 4)))
