@@ -20,6 +20,10 @@ Modules (one concept each):
   (``from_torch_state_dict``, ``to_torch_state_dict``, ``load``, ``save``); never unpickles.
 * ``jaxnet.parallel`` — data parallel over several devices and processes (``make_mesh``,
   ``fit(..., mesh=)``, ``initialize_distributed``).
+* ``jaxnet.optim`` — what ``torch.optim`` users look for: ``freeze`` a layer,
+  ``learning_rate`` / ``set_learning_rate`` mid-run (the optimizers are optax's).
+* ``jaxnet.load(path, into=model)`` — a trained model back for prediction in one call
+  (a run folder, a step, a saved state dict, ``.safetensors`` or ``.pt``).
 * ``jaxnet.mnist`` — the capstone: ``train_mnist``, ``MnistConfig``, ``RECIPES``.
 
 Every module loads on first use: ``import jaxnet`` itself imports nothing heavy.
@@ -38,7 +42,7 @@ __version__ = "0.1.0"
 # costs nothing until something is used, and the `jaxnet` command can install
 # its Ctrl-C handler before JAX starts loading.
 _SUBMODULES = ("callbacks", "checkpoint", "data", "datasets", "devices", "interop", "losses",
-               "metrics", "mnist", "nn", "parallel", "train")
+               "metrics", "mnist", "nn", "optim", "parallel", "train")
 _NAMES = {
     "MLP": "nn",
     "ArrayDataset": "data",
@@ -51,6 +55,7 @@ _NAMES = {
     "make_epoch": "train",
     "make_train_step": "train",
     "fingerprint": "_tree",
+    "load": "_loading",
 }
 
 __all__ = sorted([*_SUBMODULES, *_NAMES], key=lambda name: (name[0].islower(), name))
@@ -79,8 +84,10 @@ if TYPE_CHECKING:  # what static tools and IDEs see
     from . import metrics as metrics
     from . import mnist as mnist
     from . import nn as nn
+    from . import optim as optim
     from . import parallel as parallel
     from . import train as train
+    from ._loading import load as load
     from ._tree import fingerprint as fingerprint
     from .data import ArrayDataset as ArrayDataset
     from .data import DataLoader as DataLoader

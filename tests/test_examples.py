@@ -17,8 +17,8 @@ from jaxnet import losses, nn
 from jaxnet.data import DataLoader, Dataset
 from jaxnet.train import TrainState, evaluate, fit
 
-EXAMPLES = ["autograd_logistic", "custom_module", "mnist_course", "mnist_mlp", "random_binary",
-            "regression", "toy_dataset"]
+EXAMPLES = ["autograd_logistic", "custom_module", "mnist_course", "mnist_mlp", "predict",
+            "random_binary", "regression", "toy_dataset"]
 
 
 def run_example(name, *args, cwd):
@@ -114,6 +114,21 @@ def test_mnist_course_example_on_real_data(mnist_path, tmp_path):
     out = run_example("mnist_course", "--data-dir", data_dir, "--epochs", "1", cwd=tmp_path)
     assert re.search(r"^epoch 1/1  train_loss \d+\.\d+", out, flags=re.M)
     assert number("test accuracy:", out) > 0.9  # measured 0.9253 (seed 0)
+
+
+def test_predict_loads_a_cli_run_in_a_fresh_process(mnist_path, tmp_path):
+    # Train with the command (1 epoch of a tiny net), then predict in another process.
+    data_dir = os.path.relpath(mnist_path, tmp_path)
+    proc = run_python("-m", "jaxnet", "train", "mnist", "--data-dir", data_dir, "--epochs", "1",
+                      "--hidden", "16", "--checkpoint-dir", "runs/mnist", "--no-progress",
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run_example("predict", "runs/mnist", "--index", "0", "--data-dir", data_dir,
+                      cwd=tmp_path)
+    match = re.fullmatch(r"digit (\d) \(probability (\d\.\d{3})\), label (\d)\n", out)
+    assert match, out
+    assert match[1] == match[3] == "7"  # test image 0 is a clear 7
+    assert 0 < float(match[2]) <= 1
 
 
 # ---------------------------------------------------------------------------- the course's code
