@@ -60,11 +60,13 @@ from ._activations import Tanh as Tanh
 from ._batch_norm import BatchNorm1d as BatchNorm1d
 from ._dropout import Dropout as Dropout
 from ._functional import Functional as Functional
+from ._functional import StaleModelError as StaleModelError
 from ._functional import count_params as count_params
 from ._functional import functional as functional
 from ._functional import load_state_dict as load_state_dict
 from ._functional import split as split
 from ._functional import state_dict as state_dict
+from ._functional import update as update
 from ._linear import Linear as Linear
 from ._module import Module as Module
 from ._module import Rngs as Rngs
@@ -87,6 +89,7 @@ __all__ = [
     "Rngs",
     "Sequential",
     "Sigmoid",
+    "StaleModelError",
     "Softmax",
     "Tanh",
     "count_params",
@@ -95,4 +98,5 @@ __all__ = [
     "split",
     "state_dict",
     "summary",
+    "update",
 ]

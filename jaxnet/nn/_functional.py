@@ -1,8 +1,14 @@
-"""The pure view of a model: ``functional`` (apply, params, state), state dicts, parameter counts.
+"""The pure view of a model: ``split`` (apply, params, state), ``update``, state dicts, counts.
+
+The model object and the pure state are kept honest with each other: ``apply``
+remembers (weakly) the model it came from, so ``fit`` can write the trained
+values back, and a model whose ``TrainState`` trained elsewhere is marked stale
+until ``update`` puts the trained values in (``StaleModelError`` otherwise).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -10,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from . import _requires_grad
 
 
 class Functional(NamedTuple):
@@ -33,6 +41,68 @@ _RNG = nnx.RngState
 _STATE = nnx.Not(nnx.Any(nnx.Param, nnx.RngState))
 
 
+class StaleModelError(RuntimeError):
+    """A model object used after a ``TrainState`` split from it trained without it.
+
+    >>> issubclass(StaleModelError, RuntimeError)
+    True
+    """
+
+
+class ConsumedStateError(RuntimeError):
+    """A ``TrainState`` (or its arrays) used after a jitted step consumed (donated) it.
+
+    >>> issubclass(ConsumedStateError, RuntimeError)
+    True
+    """
+
+
+# The models whose TrainState trained without them (each module of the model is listed, so
+# ``model.fc1(x)`` is caught too). Kept here, not as an attribute of the module: an attribute
+# of an NNX module is part of its graph (it would enter the graphdef, every later split and
+# every jit cache key). A WeakSet keeps no model alive; nnx modules hash by identity.
+_STALE: weakref.WeakSet = weakref.WeakSet()
+
+
+def mark_stale(model: Any) -> None:
+    """Record that a state split from ``model`` trained: the model object is now behind."""
+    if model is not None and not _is_stale(model):
+        for _, module in nnx.iter_modules(model):
+            if type(module).__hash__ is not None:  # nnx.List is a container, never called
+                _STALE.add(module)
+
+
+def _is_stale(model: Any) -> bool:
+    return bool(_STALE) and type(model).__hash__ is not None and model in _STALE
+
+
+def _clear_stale(model: nnx.Module) -> None:
+    if _STALE:
+        for _, module in nnx.iter_modules(model):
+            if type(module).__hash__ is not None:
+                _STALE.discard(module)
+
+
+def check_fresh(model: Any, name: str = "model") -> None:
+    """``StaleModelError`` if ``model`` is behind the ``TrainState`` that trained from it."""
+    if _is_stale(model):
+        raise StaleModelError(
+            f"{name}: expected the trained weights, got the weights from before training (a "
+            f"train step or epoch from nn.split(model) trained a TrainState, not the model "
+            f"object): write nn.update(model, state) first, or predict with "
+            f"apply(state.params, state.model_state, x)")
+
+
+def check_live(tree: Any, name: str = "state", fix: str = "state, metrics = step(state, batch)"
+               ) -> None:
+    """``ConsumedStateError`` if an array of ``tree`` was donated to a jitted step."""
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.Array) and leaf.is_deleted():
+            raise ConsumedStateError(
+                f"{name}: this TrainState was consumed by a train step (its buffers were "
+                f"donated): use the state the step returned (`{fix}`)")
+
+
 def _set_mode(model: nnx.Module, train: bool, rng) -> None:
     """``model.train()`` / ``model.eval()`` on a merged copy, and a key per dropout layer."""
     model.set_attributes(deterministic=not train, use_running_average=not train,
@@ -52,15 +122,51 @@ def _split(model: nnx.Module):
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model: expected an nn.Module (Flax NNX), got {type(model).__name__}")
     if not any("__call__" in vars(cls) for cls in type(model).__mro__[:-1]):
-        extra = " (rename forward to __call__)" if hasattr(model, "forward") else ""
+        extra = (" (subclass jaxnet.nn.Module, whose model(x) calls forward, or rename "
+                 "forward to __call__)" if hasattr(model, "forward") else "")
         raise TypeError(f"model: {type(model).__name__} defines no __call__(self, x), the "
                         f"method that computes the output (PyTorch's forward){extra}")
+    _requires_grad.check(model)
     graphdef, params, rng_state, state = nnx.split(model, nnx.Param, _RNG, ...)
 
     def merge(params, state):
         return nnx.merge(graphdef, params, rng_state, state)
 
+    check_fresh(model)
     return merge, nnx.to_pure_dict(params), nnx.to_pure_dict(state)
+
+
+class Apply:
+    """The pure ``apply`` of ``split(model)``; it remembers its model, weakly.
+
+    A small callable object rather than a closure so that ``fit`` can find the
+    model to write the trained values back into (``apply.model``). Hashed by
+    identity, so it is a valid static argument of ``jax.jit``; it keeps the
+    model alive no longer than the caller does.
+    """
+
+    __slots__ = ("_merge", "_model", "__weakref__")
+
+    def __init__(self, merge: Callable, model: nnx.Module):
+        self._merge = merge
+        self._model = weakref.ref(model)
+
+    @property
+    def model(self) -> nnx.Module | None:
+        """The model this ``apply`` was split from, or ``None`` once it is gone."""
+        return self._model()
+
+    def __call__(self, params, state, x, *, train: bool = False, rng=None):
+        module = self._merge(params, state)
+        _set_mode(module, train, rng)
+        out = module(x)
+        if not train:
+            return out, state
+        return out, nnx.to_pure_dict(nnx.state(module, _STATE))
+
+    def __repr__(self) -> str:
+        model = self.model
+        return f"<apply of {'a deleted model' if model is None else type(model).__name__}>"
 
 
 def split(model: nnx.Module) -> Functional:
@@ -72,7 +178,10 @@ def split(model: nnx.Module) -> Functional:
     active with keys derived from ``rng``; BatchNorm uses batch statistics and
     returns updated running statistics); ``train=False`` is ``model.eval()``.
     It returns ``(outputs, new_state)``; ``new_state is state`` in
-    evaluation. The model object itself is not changed.
+    evaluation. The model object itself is not changed: ``fit`` writes the
+    trained values back into it at the end; after a ``make_train_step`` loop
+    write ``update(model, state)`` (until then using ``model`` raises
+    ``StaleModelError``).
 
     Args:
       model: an ``nn.Module`` (Flax NNX module) that defines ``__call__``.
@@ -89,16 +198,7 @@ def split(model: nnx.Module) -> Functional:
     (4, 1)
     """
     merge, params, state = _split(model)
-
-    def apply(params, state, x, *, train: bool = False, rng=None):
-        module = merge(params, state)
-        _set_mode(module, train, rng)
-        out = module(x)
-        if not train:
-            return out, state
-        return out, nnx.to_pure_dict(nnx.state(module, _STATE))
-
-    return Functional(apply, params, state)
+    return Functional(Apply(merge, model), params, state)
 
 
 functional = split  # the old name, kept while callers move to split (temporary alias)
@@ -118,6 +218,8 @@ def state_dict(model: nnx.Module) -> dict:
     >>> sorted(state_dict(Sequential(Linear(2, 2, rngs=Rngs(0)), BatchNorm1d(2)))["layers"][1])
     ['bias', 'running_mean', 'running_var', 'weight']
     """
+    check_fresh(model)
+    _requires_grad.check(model)
     return nnx.to_pure_dict(nnx.state(model, nnx.Not(_RNG)))
 
 
@@ -142,7 +244,27 @@ def load_state_dict(model: nnx.Module, values: dict) -> None:
     >>> bool(jnp.array_equal(a.kernel[...], b.kernel[...]))
     True
     """
-    current = nnx.state(model, nnx.Not(_RNG))
+    _refuse_torch_state_dict(values)
+    _put(model, nnx.Not(_RNG), values, "state_dict")
+    _clear_stale(model)
+
+
+def _refuse_torch_state_dict(values: Any) -> None:
+    """A PyTorch state dict (flat ``"fc1.weight"`` keys, torch tensors) names ``interop``."""
+    if not isinstance(values, dict):
+        return
+    flat = any(isinstance(k, str) and "." in k for k in values)
+    torch_leaf = any(type(v).__module__.startswith("torch") for v in values.values())
+    if flat or torch_leaf:
+        example = next(iter(values))
+        raise TypeError(f"state_dict: expected jaxnet's nested state dict (nn.state_dict("
+                        f"model)), got a PyTorch state dict (keys like {example!r}, PyTorch's "
+                        f"layout): model = jaxnet.interop.from_torch_state_dict(sd, model)")
+
+
+def _put(model: nnx.Module, which, values: Any, name: str) -> None:
+    """Check ``values`` against the ``which`` part of ``model``, then copy them in, cast."""
+    current = nnx.state(model, which)
     want = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(current))[0]
     got_leaves, _ = jax.tree_util.tree_flatten_with_path(values)
     want_paths = [jax.tree_util.keystr(p) for p, _ in want]
@@ -150,14 +272,66 @@ def load_state_dict(model: nnx.Module, values: dict) -> None:
     if want_paths != got_paths:
         missing = sorted(set(want_paths) - set(got_paths))
         extra = sorted(set(got_paths) - set(want_paths))
-        raise ValueError(f"state_dict: structure differs from the model's; missing {missing}, "
+        raise ValueError(f"{name}: structure differs from the model's; missing {missing}, "
                          f"unexpected {extra}")
     for (path, w), (_, g) in zip(want, got_leaves, strict=True):
         if jnp.shape(w) != jnp.shape(g):
-            raise ValueError(f"state_dict{jax.tree_util.keystr(path)}: expected shape "
+            raise ValueError(f"{name}{jax.tree_util.keystr(path)}: expected shape "
                              f"{jnp.shape(w)}, got {jnp.shape(g)}")
-    nnx.replace_by_pure_dict(current, values)
+    check_live(values, name, "state, metrics = step(state, batch)")
+    # Copies, cast to the model's dtypes: the model never shares a buffer with the caller
+    # (a later donating step would delete it under the model).
+    copies = jax.tree.map(lambda w, g: jnp.array(g, dtype=jnp.result_type(w), copy=True),
+                          nnx.to_pure_dict(current), values)
+    nnx.replace_by_pure_dict(current, copies)
     nnx.update(model, current)
+
+
+def update(model: nnx.Module, source: Any, *, model_state: Any = None) -> None:
+    """Put trained values into ``model`` in place, BatchNorm statistics included.
+
+    The one call that makes the model object hold what a ``TrainState``
+    trained (``fit`` does it for you at its end; a ``make_train_step`` loop
+    does not). The values are copied and cast to the model's dtypes.
+
+    Args:
+      model: the ``nn.Module`` that ``split`` was called on.
+      source: a ``TrainState`` (its ``params`` and ``model_state``), a params
+        dict (``state.params``), or a state dict (``state_dict(model)``).
+      model_state: with a params dict, the non-parameter state to put in too
+        (``state.model_state``); without it that state is left as it is.
+
+    Returns:
+      ``None``; ``model`` holds the new values (and is no longer stale).
+
+    Raises:
+      ValueError: naming the missing/unexpected paths, or the first path
+        whose shape differs, with both shapes.
+
+    >>> from jaxnet.nn import Linear, Rngs
+    >>> model = Linear(2, 1, rngs=Rngs(0))
+    >>> apply, params, _ = split(model)
+    >>> trained = jax.tree.map(lambda p: p + 1.0, params)
+    >>> update(model, trained)
+    >>> bool(jnp.array_equal(model.kernel[...], trained["kernel"]))
+    True
+    """
+    if hasattr(source, "params") and hasattr(source, "model_state"):  # a TrainState
+        if model_state is not None:
+            raise ValueError("model_state: only with a params dict; a TrainState carries its "
+                             "own model_state")
+        source, model_state = source.params, source.model_state
+    if not isinstance(source, dict):
+        raise TypeError(f"source: expected a TrainState, a params dict or a state dict, got "
+                        f"{type(source).__name__}")
+    params_paths = len(jax.tree.leaves(nnx.to_pure_dict(nnx.state(model, nnx.Param))))
+    if model_state is None and len(jax.tree.leaves(source)) != params_paths:
+        _put(model, nnx.Not(_RNG), source, "source")  # a whole state dict
+    else:
+        _put(model, nnx.Param, source, "params")
+        if model_state is not None:
+            _put(model, _STATE, model_state, "model_state")
+    _clear_stale(model)
 
 
 def count_params(model_or_params: Any) -> int:

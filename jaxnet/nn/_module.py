@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 from flax import nnx
 
 from .._torchnames import children
+from ._functional import check_fresh
 
 
 def _torch_repr(module: Any) -> str:
@@ -50,10 +52,27 @@ class Module(nnx.Module):
     (4, 1)
     """
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        call = vars(cls).get("__call__")
+        if call is not None and not hasattr(call, "__wrapped__"):
+            cls.__call__ = _fresh_only(call)
+
     def __repr__(self) -> str:
         return _torch_repr(self)
 
     __str__ = __repr__
+
+
+def _fresh_only(call):
+    """``model(x)`` raises ``StaleModelError`` while a TrainState trained without the model."""
+
+    @functools.wraps(call)
+    def checked(self, *args, **kwargs):
+        check_fresh(self)
+        return call(self, *args, **kwargs)
+
+    return checked
 
 
 class _Described(Module):

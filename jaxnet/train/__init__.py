@@ -52,6 +52,7 @@ padded rows never count.
 """
 
 from ..callbacks import NonFiniteError as NonFiniteError
+from ..nn._functional import ConsumedStateError as ConsumedStateError
 from ._epoch import make_epoch as make_epoch
 from ._epoch import make_epoch_runner as make_epoch_runner
 from ._evaluate import evaluate as evaluate
@@ -60,6 +61,7 @@ from ._state import TrainState as TrainState
 from ._step import make_train_step as make_train_step
 
 __all__ = [
+    "ConsumedStateError",
     "NonFiniteError",
     "TrainState",
     "evaluate",
@@ -68,3 +70,7 @@ __all__ = [
     "make_epoch_runner",
     "make_train_step",
 ]
+
+
+def __dir__() -> list[str]:  # dir() and tab completion show the API, not the imports
+    return list(__all__)

@@ -11,9 +11,10 @@ import optax
 
 from .. import parallel
 from ..data import DataLoader
+from ..nn._functional import check_live, mark_stale
 from ._batches import Batches
 from ._state import TrainState
-from ._step import Apply, LossFn, _grad_step, make_train_step
+from ._step import Apply, LossFn, Trains, _grad_step, make_train_step
 
 
 def make_epoch(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
@@ -67,7 +68,8 @@ def make_epoch(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransform
 
         return jax.lax.scan(body, state, (indices, mask))
 
-    return jax.jit(run_epoch, donate_argnums=(0,) if donate else ())
+    jitted = jax.jit(run_epoch, donate_argnums=(0,) if donate else ())
+    return Trains(jitted, apply, donate, "state, metrics = run_epoch(state, data, indices, mask)")
 
 def make_epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransformation,
                       loader: DataLoader, *, mesh=None):
@@ -96,7 +98,10 @@ def make_epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTr
       ``run(state, epoch, on_batch=None) -> (state, losses, counts)``:
       ``epoch`` counts from 0; ``losses`` and ``counts`` are numpy arrays of
       the per-batch mean loss and number of real examples;
-      ``on_batch(i, loss)`` is called after each step of the Python loop.
+      ``on_batch(i, loss)`` is called once per batch, in order, with the
+      batch index and its loss (a 0-d float32 array): after each step of the
+      Python loop, and on the scan path after the epoch's compiled scan, with
+      the same values.
       ``run.compile_seconds`` is set after the first call (0 for the loop).
 
     >>> import optax
@@ -114,9 +119,11 @@ def make_epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTr
     runner = epoch_runner(apply, loss_fn, optimizer, Batches(loader, mesh))
 
     def run(state, epoch, on_batch=None):
+        check_live(state, "state", "state, losses, counts = run(state, epoch)")
         state, losses, counts, compile_seconds = runner(state, epoch, on_batch)
         if compile_seconds:
             run.compile_seconds = compile_seconds
+        mark_stale(getattr(apply, "model", None))
         return state, losses, counts
 
     run.compile_seconds = 0.0
@@ -135,8 +142,9 @@ def epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransfo
     if batches.mesh is not None:
         parallel.check_batch_size(batches.loader.batch_size, batches.mesh)
     if batches.on_device:
-        return _scan_runner(make_epoch(apply, loss_fn, optimizer), batches)
-    return _loop_runner(make_train_step(apply, loss_fn, optimizer), batches)
+        return _scan_runner(make_epoch(apply, loss_fn, optimizer)._jitted, batches)
+    # the bare jitted functions: fit owns its states and writes the model back itself
+    return _loop_runner(make_train_step(apply, loss_fn, optimizer)._jitted, batches)
 
 
 def _scan_runner(epoch_fn, batches: Batches):
@@ -154,6 +162,9 @@ def _scan_runner(epoch_fn, batches: Batches):
             compile_seconds = time.perf_counter() - t0
         program, data = compiled[0]
         state, metrics = program(state, data, indices, mask)
+        if on_batch is not None:  # after the compiled epoch, once per batch, in order
+            for i, loss in enumerate(metrics["loss"]):  # 0-d arrays, as the loop passes
+                on_batch(i, loss)
         return state, np.asarray(metrics["loss"]), counts, compile_seconds
 
     return run

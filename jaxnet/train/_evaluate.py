@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from .. import metrics
 from .._checks import positive_int
+from ..nn._functional import check_live
 from ._batches import Batches, as_loader
 from ._state import TrainState
 from ._step import Apply, LossFn
@@ -86,6 +87,7 @@ def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
     if isinstance(params, TrainState):
         params, model_state = params.params, params.model_state
     model_state = {} if model_state is None else model_state
+    check_live((params, model_state), "state", "state, metrics = step(state, batch)")
     loader = as_loader(data, "data", defaults=(positive_int("batch_size", batch_size), False, 0),
                        round_to=1 if mesh is None else mesh.size)
     batches = Batches(loader, mesh, name="data")

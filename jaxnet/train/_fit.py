@@ -9,17 +9,25 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
 from .. import callbacks as cb
-from .. import parallel
+from .. import nn, parallel
 from .._checks import positive_int, seed_int
+from ..nn._functional import check_live
 from ._batches import Batches, as_loader
 from ._epoch import epoch_runner
 from ._evaluate import evaluate
 from ._state import TrainState
 from ._step import Apply, LossFn, first_non_finite
+
+
+@jax.jit
+def _copy(tree):
+    return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +204,15 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
       ``run`` (0 for the first process, +1 per resume), ``compile_seconds``
       on an epoch that compiled, and the ``val_*`` metrics.
 
+    The model ``apply`` came from (``nn.split(model)``) now holds the trained
+    weights (and BatchNorm statistics), as after Keras's ``fit``: ``model(x)``
+    and ``nn.state_dict(model)`` are the trained model's. That includes a run
+    a callback stopped early. When ``fit`` raises (NaN/Inf, Ctrl-C, a
+    callback's error) the model is left as it was, as no state came back
+    either (``checkpoint_dir`` keeps the finished epochs). The ``state`` you
+    pass is copied, never consumed: run the cell again, or
+    ``evaluate(apply, state, ...)``, freely.
+
     >>> import optax
     >>> from jaxnet import nn, losses
     >>> apply, params, model_state = nn.split(nn.MLP(2, [4], 2, rngs=0))
@@ -217,12 +234,19 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
     runner = epoch_runner(apply, loss_fn, optimizer, batches)
     options = options.for_this_process()
     callbacks = [*options.callbacks(), *callbacks]
+    # One copy of the caller's state: the compiled epochs donate theirs, never the caller's,
+    # so a notebook cell run twice, or evaluate(apply, state, ...) afterwards, still works.
+    check_live(state, "state", "state, history = fit(state, ...)")
+    state = _copy(state)
     with contextlib.ExitStack() as stack:
         state, start_epoch, history = _start_run(stack, state, options, mesh)
         run = cb.Run(apply, loss_fn, optimizer, loader, epochs, start_epoch, list(history),
                      options.config)
         run.find_non_finite = functools.partial(_replay, apply, loss_fn, optimizer, batches)
         state = _epoch_loop(run, runner, callbacks, state, val_loader, mesh)
+    model = getattr(apply, "model", None)  # the model nn.split(model) made apply from
+    if model is not None:
+        nn.update(model, state)
     return state, run.history
 
 

@@ -34,6 +34,9 @@ class TrainState:
     >>> state = TrainState.create(params, optax.sgd(0.1), model_state=model_state, seed=0)
     >>> int(state.step), state.rng.shape, state.rng.dtype
     (0, (2,), dtype('uint32'))
+    >>> state
+    TrainState(step=0, params=22 parameters in 4 arrays, opt_state={}, rng=uint32[2], \
+model_state={})
     """
 
     step: jax.Array
@@ -41,6 +44,12 @@ class TrainState:
     opt_state: Any
     rng: jax.Array
     model_state: Any = struct.field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        """One short line: the step and the sizes, not the arrays (``print(state)``)."""
+        return (f"TrainState(step={_scalar(self.step)}, params={_sizes(self.params, 'parameters')}"
+                f", opt_state={_sizes(self.opt_state, 'values')}, rng={_scalar(self.rng)}, "
+                f"model_state={_sizes(self.model_state, 'values')})")
 
     @classmethod
     def create(cls, params: Any, optimizer: optax.GradientTransformation, *,
@@ -74,6 +83,25 @@ class TrainState:
         params, model_state, opt_state = _fresh_state(params, model_state or {}, optimizer)
         return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
                    rng=jax.random.PRNGKey(seed), model_state=model_state)
+
+
+def _scalar(a: Any) -> str:
+    """``938`` for a live scalar; the dtype and shape otherwise (a key, a tracer, consumed)."""
+    if isinstance(a, jax.Array) and a.is_deleted():
+        return "<consumed>"
+    if np.ndim(a) == 0 and not isinstance(a, jax.core.Tracer):
+        return str(np.asarray(a).item())
+    return f"{np.dtype(a.dtype).name}{list(np.shape(a))}"
+
+
+def _sizes(tree: Any, what: str) -> str:
+    """``535,818 parameters in 6 arrays``; ``{}`` for an empty tree."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return "{}"
+    if any(isinstance(a, jax.Array) and a.is_deleted() for a in leaves):
+        return "<consumed>"
+    return f"{sum(int(np.size(a)) for a in leaves):,} {what} in {len(leaves)} arrays"
 
 
 def _check_arrays(name: str, tree: Any) -> None:

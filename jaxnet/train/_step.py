@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from .._tree import leaf_paths
+from ..nn._functional import check_live, mark_stale
 from ._state import TrainState
 
 Apply = Callable[..., tuple[jax.Array, Any]]
@@ -61,7 +62,7 @@ def first_non_finite(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTra
       ``(i, names)`` for the first batch ``i`` whose loss or a gradient is not
       finite (``names`` like ``["loss", "grad of layers.0.weight"]``), or ``None``.
     """
-    step = make_train_step(apply, loss_fn, optimizer, check_finite=True, donate=False)
+    step = make_train_step(apply, loss_fn, optimizer, check_finite=True, donate=False)._jitted
     paths = leaf_paths(state.params)
     replay = state
     for i, batch in enumerate(batches):
@@ -117,5 +118,39 @@ def make_train_step(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTran
             metrics["finite"] = _finite_flags(loss, grads)
         return state, metrics
 
-    return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+    jitted = jax.jit(train_step, donate_argnums=(0,) if donate else ())
+    return Trains(jitted, apply, donate, "state, metrics = step(state, batch)")
+
+
+class Trains:
+    """A jitted training function of ``(state, ...)`` that keeps the learner's objects honest.
+
+    A thin Python wrapper (about 1 µs a call on a 2-core AMD EPYC: 0.6 µs
+    for the consumed check, 0.4 µs for the stale mark): before the call, a consumed
+    (donated) state raises ``ConsumedStateError`` rather than XLA's "Buffer
+    has been deleted"; after it, the model ``apply`` was split from is marked
+    stale until ``nn.update(model, state)``. Everything else (``lower``,
+    ``eval_shape``…) is the jitted function's.
+    """
+
+    __slots__ = ("_jitted", "_apply", "_donate", "_fix")
+
+    def __init__(self, jitted, apply, donate: bool, fix: str):
+        self._jitted, self._apply, self._donate, self._fix = jitted, apply, donate, fix
+
+    def __call__(self, state, *args):
+        if self._donate:
+            # the step counter first: a state the step consumed has it deleted (cheap)
+            check_live(state.step if isinstance(state, TrainState) else state, "state",
+                       self._fix)
+        try:
+            out = self._jitted(state, *args)
+        except (RuntimeError, ValueError) as e:  # another leaf consumed: name it our way
+            check_live(state, "state", self._fix)
+            raise e
+        mark_stale(getattr(self._apply, "model", None))
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._jitted, name)
 
