@@ -29,7 +29,8 @@ import numpy as np
 
 from ._checks import non_negative_int, positive_int, seed_int
 
-__all__ = ["ArrayDataset", "DataLoader", "Dataset", "Subset", "default_collate", "random_split"]
+__all__ = ["ArrayDataset", "DataLoader", "Dataset", "Subset", "TensorDataset", "default_collate",
+           "random_split"]
 
 
 class Dataset:
@@ -89,6 +90,9 @@ class ArrayDataset(Dataset):
     def __repr__(self) -> str:
         shapes = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in self.arrays)
         return f"ArrayDataset({shapes})"
+
+
+TensorDataset = ArrayDataset  # PyTorch's name: from jaxnet.data import TensorDataset
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:

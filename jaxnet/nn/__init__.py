@@ -37,7 +37,11 @@ Files: ``_module`` (``Module``, ``Rngs``, the PyTorch-style print) · ``_linear`
 ``Sigmoid``, ``Tanh``, ``GELU``, ``Softmax``, ``LogSoftmax``, ``Flatten``) ·
 ``_dropout`` · ``_batch_norm`` · ``_sequential`` (``Sequential``, ``MLP``) ·
 ``_functional`` (``Functional``, ``split``, ``state_dict``,
-``load_state_dict``, ``count_params``) · ``_summary``.
+``load_state_dict``, ``count_params``) · ``_summary`` · ``_losses``
+(``CrossEntropyLoss``, ``NLLLoss``, ``MSELoss``, ``BCELoss``,
+``BCEWithLogitsLoss``) · ``_habits`` (PyTorch's ``model.parameters()``,
+``to()``, ``state_dict()``…: work or name the jaxnet way) · ``_requires_grad``
+· ``functional`` (PyTorch's ``F``: ``import jaxnet.nn.functional as F``).
 
 >>> import jax.numpy as jnp
 >>> model = MLP(784, [512, 256], 10, rngs=0)
@@ -49,6 +53,7 @@ Files: ``_module`` (``Module``, ``Rngs``, the PyTorch-style print) · ``_linear`
 (2, 10)
 """
 
+from . import functional as functional
 from ._activations import GELU as GELU
 from ._activations import Flatten as Flatten
 from ._activations import Identity as Identity
@@ -62,12 +67,16 @@ from ._dropout import Dropout as Dropout
 from ._functional import Functional as Functional
 from ._functional import StaleModelError as StaleModelError
 from ._functional import count_params as count_params
-from ._functional import functional as functional
 from ._functional import load_state_dict as load_state_dict
 from ._functional import split as split
 from ._functional import state_dict as state_dict
 from ._functional import update as update
 from ._linear import Linear as Linear
+from ._losses import BCELoss as BCELoss
+from ._losses import BCEWithLogitsLoss as BCEWithLogitsLoss
+from ._losses import CrossEntropyLoss as CrossEntropyLoss
+from ._losses import MSELoss as MSELoss
+from ._losses import NLLLoss as NLLLoss
 from ._module import Module as Module
 from ._module import Rngs as Rngs
 from ._sequential import MLP as MLP
@@ -76,7 +85,10 @@ from ._summary import summary as summary
 
 __all__ = [
     "MLP",
+    "BCELoss",
+    "BCEWithLogitsLoss",
     "BatchNorm1d",
+    "CrossEntropyLoss",
     "Dropout",
     "Flatten",
     "Functional",
@@ -84,7 +96,9 @@ __all__ = [
     "Identity",
     "Linear",
     "LogSoftmax",
+    "MSELoss",
     "Module",
+    "NLLLoss",
     "ReLU",
     "Rngs",
     "Sequential",

@@ -11,6 +11,7 @@ from flax import nnx
 
 from .._checks import positive_int
 from ._module import _Described, _require_rngs
+from ._requires_grad import handed_out
 
 _CHUNK = 1 << 16
 
@@ -72,10 +73,25 @@ class Linear(_Described, nnx.Linear):
         super().__init__(in_features, out_features, use_bias=bool(bias), kernel_init=init,
                          bias_init=init, rngs=_require_rngs(rngs, "Linear"))
 
+    def __call__(self, x, **kwargs):
+        # PyTorch raises on an integer @ float matmul; JAX would promote silently, so a
+        # forgotten pixel normalisation (0..255) would train on. The dtype is static under
+        # jit: the check runs once, at tracing, and costs nothing in the compiled step.
+        dtype = getattr(x, "dtype", None)
+        if dtype is not None and not jnp.issubdtype(dtype, jnp.inexact):
+            fix = ("convert pixels to float first: datasets.to_float(images) (PyTorch's "
+                   "ToTensor)" if dtype == jnp.uint8 else "convert it first: x.astype(jnp.float32)")
+            raise TypeError(f"Linear: input x has dtype {dtype}; {fix}")
+        return super().__call__(x, **kwargs)
+
     @property
     def weight(self) -> jax.Array:
-        """The weights in PyTorch's ``(out_features, in_features)`` layout (a copy)."""
-        return self.kernel[...].T
+        """The weights in PyTorch's ``(out_features, in_features)`` layout (a copy).
+
+        A copy: changing it changes nothing, and ``weight.requires_grad = False``
+        is refused at the next ``nn.split`` (freeze with ``jaxnet.optim.freeze``).
+        """
+        return handed_out(self, self.kernel[...].T)
 
     def describe(self) -> str:
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "

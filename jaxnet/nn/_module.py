@@ -10,6 +10,7 @@ from flax import nnx
 
 from .._torchnames import children
 from ._functional import check_fresh
+from ._habits import TorchHabits
 
 
 def _torch_repr(module: Any) -> str:
@@ -27,12 +28,14 @@ def _torch_repr(module: Any) -> str:
     return "\n".join([*lines, ")"])
 
 
-class Module(nnx.Module):
+class Module(TorchHabits, nnx.Module):
     """Base class of models and layers (``torch.nn.Module``): a Flax NNX ``nnx.Module``.
 
     Subclass it, create layers in ``__init__(…, rngs)`` and compute in
-    ``__call__`` (PyTorch's ``forward``). ``print(model)`` shows the nested
-    layers the way PyTorch does.
+    ``forward`` (``model(x)`` calls it, as in PyTorch) or in ``__call__``.
+    ``print(model)`` shows the nested layers the way PyTorch does. PyTorch's
+    ``state_dict()``/``load_state_dict()`` work; ``parameters()``, ``to()``,
+    ``zero_grad()`` and ``requires_grad`` raise naming the jaxnet way.
 
     >>> import jax, jax.numpy as jnp
     >>> from jaxnet.nn import Linear
@@ -54,6 +57,8 @@ class Module(nnx.Module):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if "forward" in vars(cls) and not _defines_call(cls):
+            cls.__call__ = _call_forward  # PyTorch's nn.Module.__call__ calls forward
         call = vars(cls).get("__call__")
         if call is not None and not hasattr(call, "__wrapped__"):
             cls.__call__ = _fresh_only(call)
@@ -62,6 +67,15 @@ class Module(nnx.Module):
         return _torch_repr(self)
 
     __str__ = __repr__
+
+
+def _defines_call(cls: type) -> bool:
+    return any("__call__" in vars(c) for c in cls.__mro__ if c not in (object, nnx.Module))
+
+
+def _call_forward(self, *args, **kwargs):
+    """``model(x)`` calls ``forward``, as PyTorch's ``nn.Module.__call__`` does."""
+    return self.forward(*args, **kwargs)
 
 
 def _fresh_only(call):
