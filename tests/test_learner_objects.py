@@ -18,7 +18,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnet import checkpoint, datasets, losses, nn
+from jaxnet import checkpoint, datasets, interop, losses, nn
 from jaxnet.train import (
     ConsumedStateError,
     TrainState,
@@ -138,7 +138,8 @@ def test_make_train_step_loop_leaves_a_stale_model_that_refuses_until_update():
         state, _ = step(state, (x[i:i + 64], y[i:i + 64]))
     for use in (lambda: model(x), lambda: nn.state_dict(model), lambda: nn.split(model),
                 lambda: nn.summary(model, (1, 784)),
-                lambda: checkpoint.save("never", nn.state_dict(model), step=4)):
+                lambda: checkpoint.save("never", nn.state_dict(model), step=4),
+                lambda: interop.to_torch_state_dict(model)):
         with pytest.raises(nn.StaleModelError, match=r"nn.update\(model, state\)"):
             use()
     assert not os.path.exists("never")

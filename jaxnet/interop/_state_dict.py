@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 
 from .. import nn
+from ..nn._functional import check_fresh
 from ._keys import _COUNTER, _check_unique, _dict_entries, _module_entries
 
 
@@ -229,6 +230,7 @@ def to_torch_state_dict(model_or_params: Any, *, model_state: Any = None,
 '1.num_batches_tracked']
     """
     if isinstance(model_or_params, nnx.Module):
+        check_fresh(model_or_params, "model_or_params")  # never export untrained weights
         if model_state is not None:
             raise ValueError("model_state: only for a params dict; a model carries its own "
                              "state")
