@@ -17,11 +17,11 @@ Run:  python examples/mnist_course.py [--data-dir ../shared/data/mnist] [--epoch
 
 import argparse
 
-import jax
 import jax.numpy as jnp
 import optax
 
-from jaxnet import datasets, losses, nn
+import jaxnet.nn.functional as F  # import torch.nn.functional as F
+from jaxnet import datasets, nn
 from jaxnet.data import ArrayDataset
 from jaxnet.train import TrainState, fit
 
@@ -33,11 +33,11 @@ class MNISTNet(nn.Module):
         self.fc2 = nn.Linear(512, 256, rngs=rngs)
         self.fc3 = nn.Linear(256, 10, rngs=rngs)
 
-    def __call__(self, x):  # def forward(self, x):
+    def forward(self, x):
         x = x.reshape(-1, 28 * 28)  # x = x.view(-1, 28*28)
-        x = jax.nn.relu(self.fc1(x))  # x = F.relu(self.fc1(x))
-        x = jax.nn.relu(self.fc2(x))  # x = F.relu(self.fc2(x))
-        x = jax.nn.log_softmax(self.fc3(x), axis=1)  # x = F.log_softmax(self.fc3(x), dim=1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        x = F.log_softmax(self.fc3(x), dim=1)
         return x
 
 
@@ -60,7 +60,7 @@ def main(argv=None):
     train_set = ArrayDataset(x, labels)  # train_dataset (60,000 images, no validation split)
 
     model = MNISTNet(rngs=nn.Rngs(args.seed))  # model = MNISTNet()
-    criterion = losses.nll_loss  # criterion = nn.NLLLoss()
+    criterion = nn.NLLLoss()
     optimizer = optax.adam(0.01)  # optimizer = optim.Adam(model.parameters(), lr=0.01)
 
     # The training loop (for epoch ...: for images, labels in train_loader: ...) is fit:
