@@ -5,9 +5,12 @@ each receives the ``Run`` (what is being trained, on what data):
 
 * ``on_train_begin(run)`` — before the first epoch (after a resume).
 * ``on_epoch_begin(run, epoch, state)`` — ``epoch`` counts from 1.
-* ``on_batch_end(run, batch, loss)`` — only when batches are stepped from
-  Python (a per-example ``Dataset``); an array dataset runs each epoch as
-  one compiled scan and has no per-batch hook.
+* ``on_batch_end(run, batch, loss)`` — once per batch, in order: ``batch``
+  counts from 0 in each epoch, ``loss`` is that batch's mean loss (a 0-d
+  float32 array; ``float(loss)`` for a number). A per-example ``Dataset`` calls it
+  after each step; an array dataset runs each epoch as one compiled scan, so
+  there ``on_batch_end`` runs after the epoch's compiled scan, once per batch,
+  in order, with the same arguments and values.
 * ``on_epoch_end(run, epoch, state, logs) -> bool | None`` — ``logs`` is the
   epoch's history entry (``train_loss``, ``val_loss``, ``val_accuracy``,
   timings…); return ``True`` to stop training after this epoch.
@@ -54,6 +57,10 @@ __all__ = [
     "ProgressBar",
     "Run",
 ]
+
+
+def __dir__() -> list[str]:  # dir() and tab completion show the API, not the imports
+    return list(__all__)
 
 
 @dataclass
@@ -306,6 +313,8 @@ class ProgressBar(Callback):
         self.bar = tqdm(total=total, unit="batch" if self._per_batch else "epoch", leave=False)
 
     def on_batch_end(self, run, batch, loss):
+        if not self._per_batch:  # the scan path: the bar counts epochs
+            return
         self._losses.append(loss)
         if batch % 10 == 0:
             recent = float(np.mean(np.asarray(jnp.stack(self._losses[-10:]))))

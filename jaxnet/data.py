@@ -33,6 +33,10 @@ __all__ = ["ArrayDataset", "DataLoader", "Dataset", "Subset", "TensorDataset", "
            "random_split"]
 
 
+def __dir__() -> list[str]:  # dir() and tab completion show the API, not the imports
+    return list(__all__)
+
+
 class Dataset:
     """Base class of map-style datasets (``torch.utils.data.Dataset``).
 

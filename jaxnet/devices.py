@@ -15,6 +15,10 @@ import jax
 __all__ = ["backend", "describe", "gpu_available"]
 
 
+def __dir__() -> list[str]:  # dir() and tab completion show the API, not the imports
+    return list(__all__)
+
+
 def backend() -> str:
     """The default backend: ``"cpu"``, ``"gpu"`` or ``"tpu"``.
 

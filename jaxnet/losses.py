@@ -40,6 +40,10 @@ __all__ = [
     "nll_loss",
 ]
 
+
+def __dir__() -> list[str]:  # dir() and tab completion show the API, not the imports
+    return list(__all__)
+
 _REDUCTIONS = ("mean", "sum", "none")
 
 

@@ -20,6 +20,10 @@ import jax.numpy as jnp
 __all__ = ["accuracy", "confusion_matrix", "precision_recall_f1"]
 
 
+def __dir__() -> list[str]:  # dir() and tab completion show the API, not the imports
+    return list(__all__)
+
+
 def _predictions(y_true, y_pred) -> tuple[jax.Array, jax.Array]:
     """Check the pair and reduce scores to class indices; refuse what would score silently wrong.
 

@@ -40,6 +40,10 @@ from . import _torchnames, nn
 
 __all__ = ["freeze", "learning_rate", "set_learning_rate"]
 
+
+def __dir__() -> list[str]:  # dir() and tab completion show the API, not the imports
+    return list(__all__)
+
 _BUILD = "optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)"
 
 

@@ -35,7 +35,7 @@ PLAIN_PAGES = {"index", "api", "pytorch_cheatsheet"}
 NOTEBOOK_PAGES = {"01_tensors", "02_autograd", "03_models", "04_data", "05_training",
                   "06_evaluation", "07_saving_and_loading", "08_devices", "09_mnist", "gotchas"}
 FRESH_PROCESS_PAGES = {"08_devices"}
-MNIST_PAGES = {"09_mnist"}
+MNIST_PAGES = {"05_training", "09_mnist"}
 
 NOTEBOOKS = sorted(p for p in DOCS_DIR.glob("*.md") if p.stem not in PLAIN_PAGES)
 

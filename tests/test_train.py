@@ -405,8 +405,8 @@ def test_early_stopping_stops_when_the_monitor_stops_improving():
                          log=None)
     assert len(history) == 2 and stop.stopped_epoch == 2  # Keras's rule: 1 epoch of patience
     with pytest.raises(KeyError, match="monitor 'val_loss' is not in the epoch logs"):
-        fit(state, apply, losses.cross_entropy, optimizer, (x, y), epochs=1, batch_size=50,
-            callbacks=[callbacks.EarlyStopping()], progress=False, log=None)
+        fit(state, apply, losses.cross_entropy, optimizer, (x, y), epochs=3, batch_size=50,
+            callbacks=[callbacks.EarlyStopping()], progress=False, log=None)  # continues
 
 
 def test_progress_bar_and_epoch_log_write_where_they_should(capsys):

@@ -67,3 +67,7 @@ __all__ = [
     "resume_state",
     "save",
 ]
+
+
+def __dir__() -> list[str]:  # dir() and tab completion show the API, not the imports
+    return list(__all__)

@@ -66,6 +66,10 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:  # dir() and tab completion show the API, not the imports
+    return list(__all__)
+
+
 def __getattr__(name: str):
     """``interop.convert``: deprecated, its home is now ``jaxnet.mnist.convert``.
 

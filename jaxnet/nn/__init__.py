@@ -114,3 +114,7 @@ __all__ = [
     "summary",
     "update",
 ]
+
+
+def __dir__() -> list[str]:  # dir() and tab completion show the API, not the imports
+    return list(__all__)

@@ -81,8 +81,8 @@ def _record_function(fn: Callable, key: tuple, shapes: dict) -> Callable:
 
 
 def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float32,
-            print_fn: Callable[[str], Any] | None = print) -> str:
-    """Print and return a table of every layer: name, type, output shape, parameters.
+            print_fn: Callable[[str], Any] | None = print) -> str | None:
+    """Print a table of every layer: name, type, output shape, parameters (or return it).
 
     Like ``print(model)`` plus torchinfo's ``summary``: nested modules are
     indented under their parent, with PyTorch-style names (``layers.0``).
@@ -92,14 +92,20 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float
     A plain function in a ``Sequential`` (``jax.nn.relu``) is a row named by its
     index and typed by its name, as ``print(model)`` shows it.
 
+    It prints or returns, never both, so a notebook or REPL shows the table
+    once: like Keras's ``model.summary()`` it prints and returns ``None``;
+    with ``print_fn=None`` it returns the text without printing (for
+    ``print(...)``, a file or a test).
+
     Args:
       model: an ``nn.Module``.
       input_shape: the input's shape, batch dimension included, e.g. ``(64, 784)``.
       dtype: the input's dtype.
-      print_fn: called with the table; ``None`` to only return it.
+      print_fn: called with the table (default ``print``); ``None`` to return it instead.
 
     Returns:
-      The table as one string (lines separated by ``\\n``).
+      ``None`` after printing; with ``print_fn=None``, the table as one string
+      (lines separated by ``\\n``).
 
     >>> from jaxnet.nn import MLP
     >>> text = summary(MLP(784, [512, 256], 10, rngs=0), (64, 784), print_fn=None)
@@ -107,6 +113,11 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float
       0        Linear(784, 512)  (64, 512)   401,920
     >>> print(text.splitlines()[-2])
     Total params: 535,818
+    >>> summary(MLP(2, [3], 1, rngs=0), (1, 2))  # prints once, returns None
+    MLP (input (1, 2))
+    ...
+    Total params: 13
+    Non-trainable state: 0
     """
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
@@ -180,6 +191,7 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float
              f"Total params: {count_params(model):,}",
              f"Non-trainable state: {n_state:,}"]
     text = "\n".join(lines)
-    if print_fn is not None:
-        print_fn(text)
-    return text
+    if print_fn is None:
+        return text
+    print_fn(text)
+    return None

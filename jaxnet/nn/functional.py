@@ -50,6 +50,10 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:  # dir() and tab completion show the API, not the imports
+    return list(__all__)
+
+
 def relu(x: jax.Array) -> jax.Array:
     """``max(x, 0)`` elementwise (``F.relu``).
 

@@ -84,3 +84,7 @@ __all__ = [
     "shard_batch",
     "start_from_primary",
 ]
+
+
+def __dir__() -> list[str]:  # dir() and tab completion show the API, not the imports
+    return list(__all__)

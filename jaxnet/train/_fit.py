@@ -89,15 +89,45 @@ def _check_epochs(epochs) -> int:
     return epochs
 
 
+def _continued_epochs(state: TrainState, steps_per_epoch: int, epochs: int,
+                      log: Callable[[str], Any] | None) -> int:
+    """The epochs ``state`` has trained already (``state.step`` / batches per epoch).
+
+    A second ``fit`` on the state the first returned (a notebook cell run
+    again) continues the epoch count, and with it the data order and keys.
+    """
+    step = int(state.step)
+    if step == 0:
+        return 0
+    done, rest = divmod(step, steps_per_epoch)
+    if rest:
+        raise ValueError(
+            f"state: expected a state at the end of an epoch of train_data ({steps_per_epoch} "
+            f"steps each) to continue from, got state.step {step}; continue with the same "
+            f"data and batch size it was trained with, or start from a fresh "
+            f"TrainState.create(...)")
+    if epochs <= done:
+        more = max(epochs, 1)
+        raise ValueError(
+            f"epochs: expected more than the {done} epochs this state has trained (epochs is "
+            f"the epoch to stop after, as in a resumed run), got {epochs}; pass "
+            f"epochs={done + more} to train {more} more")
+    if log is not None:
+        log(f"continuing at epoch {done + 1} (state.step {step} = {done} epochs of "
+            f"{steps_per_epoch} steps)")
+    return done
+
+
 def _start_run(stack: contextlib.ExitStack, state: TrainState, options: FitOptions,
-               mesh) -> tuple[TrainState, int, list[dict]]:
+               mesh, steps_per_epoch: int, epochs: int) -> tuple[TrainState, int, list[dict]]:
     """Lock the checkpoint folder (until ``stack`` closes), refuse to overwrite, resume.
 
     Returns:
-      ``(state, start_epoch, history)``: as given for a new run; the
-      checkpoint's for a resumed one; process 0's on every process of a mesh.
+      ``(state, start_epoch, history)``: as given for a new run (continuing
+      the epochs a trained state has done); the checkpoint's for a resumed
+      one; process 0's on every process of a mesh.
     """
-    start_epoch, history = 0, []
+    start_epoch, history, restored = 0, [], False
     directory = options.checkpoint_dir
     if directory is not None:
         from .. import checkpoint
@@ -106,8 +136,12 @@ def _start_run(stack: contextlib.ExitStack, state: TrainState, options: FitOptio
         stack.enter_context(checkpoint.lock(directory, log=options.log))
         checkpoint.check_new_run(directory, resume=options.resume)
         if options.resume:
+            given = state
             state, start_epoch, history = resume(directory, state, options.config,
                                                  options.log or (lambda _: None))
+            restored = state is not given
+    if not restored:
+        start_epoch = _continued_epochs(state, steps_per_epoch, epochs, options.log)
     if mesh is not None:
         state, start_epoch, history = parallel.start_from_primary(mesh, state, start_epoch,
                                                                   history)
@@ -174,7 +208,15 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
       state: initial ``TrainState`` (also the template when resuming).
       apply, loss_fn, optimizer: as for ``make_train_step``.
       train_data: ``(x, y)`` arrays, a ``Dataset`` or a ``DataLoader``.
-      epochs: total number of epochs (a resumed run continues up to it).
+      epochs: the epoch to stop after, counting from 1 (Keras's ``epochs``):
+        a fresh state trains ``epochs`` epochs; a state that has trained
+        (``state.step`` > 0, a whole number of epochs of ``train_data``), such
+        as the one a previous ``fit`` returned, and a resumed run continue
+        from the epoch after theirs up to it, with the epoch numbers, data
+        order and keys of one uninterrupted run (``fit(s, epochs=3)`` then
+        ``fit(s, epochs=6)`` equals ``fit(s, epochs=6)`` bit for bit; the
+        log says "continuing at epoch 4"). A state already at ``epochs`` or
+        past it is refused, naming the ``epochs=`` to pass.
       batch_size, shuffle, seed: batching when ``train_data`` is not a
         ``DataLoader`` (defaults 64, True, 0); passing them with a
         ``DataLoader`` is an error. The order of epoch ``e`` depends only on
@@ -239,7 +281,8 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
     check_live(state, "state", "state, history = fit(state, ...)")
     state = _copy(state)
     with contextlib.ExitStack() as stack:
-        state, start_epoch, history = _start_run(stack, state, options, mesh)
+        state, start_epoch, history = _start_run(stack, state, options, mesh, len(loader),
+                                                 epochs)
         run = cb.Run(apply, loss_fn, optimizer, loader, epochs, start_epoch, list(history),
                      options.config)
         run.find_non_finite = functools.partial(_replay, apply, loss_fn, optimizer, batches)
