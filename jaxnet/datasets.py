@@ -43,6 +43,10 @@ import numpy as np
 
 __all__ = ["MNIST_MIRROR", "default_data_dir", "load_idx", "load_mnist", "to_float"]
 
+
+def __dir__() -> list[str]:  # dir() and tab completion show the API, not the imports
+    return list(__all__)
+
 logger = logging.getLogger(__name__)
 
 MNIST_MIRROR = "https://storage.googleapis.com/cvdf-datasets/mnist/"
