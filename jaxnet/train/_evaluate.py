@@ -103,4 +103,4 @@ def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = dict(totals)
     count = totals.pop("count")
-    return {k: float(v / count) for k, v in totals.items()}
+    return {k: float(v) / float(count) for k, v in totals.items()}
