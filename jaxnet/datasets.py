@@ -399,5 +399,24 @@ def to_float(images: np.ndarray, mean: float = 0.5, std: float = 0.5, *,
     """
     if std <= 0:
         raise ValueError(f"std: expected a positive number, got {std!r}")
-    x = (np.asarray(images, np.float32) / 255.0 - np.float32(mean)) / np.float32(std)
+    x = scale_pixels(np.asarray(images, np.float32), np.float32(mean), np.float32(std))
     return x.reshape(x.shape[0], -1) if flatten else x
+
+
+def scale_pixels(x, mean=0.5, std=0.5):
+    """``(x / 255 - mean) / std`` of float32 pixels: numpy or (traced, jitted) JAX arrays.
+
+    The one home of the pixel normalisation, shared by ``to_float`` (numpy,
+    before training) and ``jaxnet.mnist.normalize`` (inside the jitted step).
+
+    Args:
+      x: float32 array of pixel values in [0, 255].
+      mean, std: as for ``to_float``.
+
+    Returns:
+      A float32 array of ``x``'s shape.
+
+    >>> scale_pixels(np.array([0, 255], np.float32)).tolist()
+    [-1.0, 1.0]
+    """
+    return (x / 255.0 - mean) / std

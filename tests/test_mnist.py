@@ -140,8 +140,9 @@ def test_growing_epochs_is_exact_for_a_constant_rate_and_refused_for_a_schedule(
     default = mnist.RECIPES["default"].with_updates(hidden=(32,), val_split=0)
     mnist.train_mnist(default.with_updates(epochs=1), checkpoint_dir=tmp_path / "d", **kw)
     lines = []
-    with pytest.raises(ValueError, match=r"schedule_steps 47 \(checkpoint\) vs 94 \(now\) "
-                                         r"\(the learning-rate schedule's length follows epochs"):
+    with pytest.raises(ValueError, match=r"schedule_steps 47 \(checkpoint\) vs 94 \(now\); "
+                                         r"only epochs may change \(a setting that follows "
+                                         r"epochs, such as a schedule's length"):
         mnist.train_mnist(default.with_updates(epochs=2), checkpoint_dir=tmp_path / "d",
                           resume=True, **{**kw, "log": lines.append})
     assert not any("continuing" in line for line in lines)  # refused before announcing it

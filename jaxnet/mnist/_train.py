@@ -1,4 +1,4 @@
-"""The course's capstone, the MNIST MLP, as one importable function.
+"""Training the MNIST MLP: the data, the model, the optimizer and ``train_mnist``.
 
 ``train_mnist(config)`` is what ``jaxnet train mnist`` runs: load verified
 MNIST, hold out a seeded validation split of the 60,000 training images,
@@ -6,146 +6,21 @@ build ``MLP(784, hidden, 10)``, train with ``fit`` on the fast (whole-epoch
 ``lax.scan``) path with validation after every epoch, and evaluate on the
 test set once, at the end. Train, validation and test stay three different
 things: recipes are chosen on validation only.
-
-Recipes (``RECIPES``):
-
-* ``"course"`` — exactly the course: log-softmax + NLL, Adam lr 0.01,
-  batch 64, 5 epochs, constant learning rate, all 60,000 images for
-  training (``val_split=0``).
-* ``"default"`` — the same model and epochs, chosen on the 5,000-image
-  validation split (``benchmarks/recipe_search.py``) to keep the course's
-  promise of >= 0.98 test accuracy: cross-entropy on logits with label
-  smoothing 0.1, Adam with a 10% warm-up to 2e-3 then cosine decay,
-  batch 128.
-
->>> MnistConfig().with_updates(lr=1e-3).lr
-0.001
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from dataclasses import dataclass
-from typing import Any
 
 import jax.numpy as jnp
 import optax
 
-from . import datasets, losses, nn
-from ._checks import non_negative_int, positive_int, seed_int
-from ._tree import fingerprint
-from .data import ArrayDataset, random_split
-from .train import TrainState, evaluate, fit
-
-__all__ = ["RECIPES", "MnistConfig", "build_model", "load_data", "make_optimizer", "normalize",
-           "split_validation", "steps_per_epoch", "train_mnist"]
-
-
-@dataclass(frozen=True)
-class MnistConfig:
-    """Every setting a MNIST run depends on (stored with its checkpoints).
-
-    Frozen and validated on construction (a bad value raises ``ValueError``).
-
-    Args:
-      epochs: positive int, passes over the training images.
-      batch_size: positive int, examples per optimizer step.
-      optimizer: ``"adam"`` or ``"sgd"``.
-      lr: positive float, the (peak, with a schedule) learning rate.
-      momentum: float in [0, 1), SGD only.
-      schedule: ``"constant"`` or ``"warmup_cosine"`` (10% warm-up, then cosine).
-      hidden: tuple of positive ints, the hidden layer sizes.
-      seed: int in [0, 2**32): initialization, validation split, shuffling, Dropout.
-      loss: ``"cross_entropy"`` on logits or ``"nll"`` on log-softmax outputs.
-      label_smoothing: float in [0, 1), ``"cross_entropy"`` only.
-      dropout: probability in [0, 1) after every hidden activation.
-      val_split: non-negative int, training images held out for validation.
-
-    >>> config = MnistConfig(epochs=1, hidden=(8,))
-    >>> config.batch_size, config.to_json()["hidden"]
-    (128, [8])
-    """
-
-    epochs: int = 5
-    batch_size: int = 128
-    optimizer: str = "adam"  # "adam" | "sgd"
-    lr: float = 2e-3  # the peak learning rate with a schedule
-    momentum: float = 0.0  # sgd only
-    schedule: str = "warmup_cosine"  # "constant" | "warmup_cosine"
-    hidden: tuple[int, ...] = (512, 256)
-    seed: int = 0
-    loss: str = "cross_entropy"  # "cross_entropy" on logits | "nll" on log-softmax
-    label_smoothing: float = 0.1  # cross_entropy only, as F.cross_entropy's
-    dropout: float = 0.0  # after every hidden activation (nn.Dropout)
-    val_split: int = 5000  # training images held out for validation (seeded by `seed`)
-
-    def __post_init__(self):
-        positive_int("epochs", self.epochs)
-        positive_int("batch_size", self.batch_size)
-        for name, choices in (("optimizer", ("adam", "sgd")),
-                              ("schedule", ("constant", "warmup_cosine")),
-                              ("loss", ("cross_entropy", "nll"))):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name}: expected one of {choices}, got "
-                                 f"{getattr(self, name)!r}")
-        if not isinstance(self.lr, int | float) or not math.isfinite(self.lr) or self.lr <= 0:
-            raise ValueError(f"lr: expected a positive finite number, got {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum: expected a number in [0, 1), got {self.momentum!r}")
-        if not self.hidden or any(not isinstance(h, int) or h <= 0 for h in self.hidden):
-            raise ValueError(f"hidden: expected positive layer sizes such as (512, 256), "
-                             f"got {self.hidden!r}")
-        if not 0 <= self.label_smoothing < 1 or (self.label_smoothing and self.loss == "nll"):
-            raise ValueError(f"label_smoothing: expected a number in [0, 1) with "
-                             f"loss='cross_entropy', got {self.label_smoothing!r} "
-                             f"with loss={self.loss!r}")
-        seed_int("seed", self.seed)
-        non_negative_int("val_split", self.val_split)
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) \
-                or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout!r}")
-
-    def with_updates(self, **changes: Any) -> MnistConfig:
-        """A copy with ``changes`` applied (``None`` values are ignored).
-
-        Args:
-          **changes: field names and new values; ``None`` keeps the old value.
-
-        Returns:
-          A new, validated ``MnistConfig``.
-
-        >>> MnistConfig().with_updates(epochs=2, lr=None).epochs
-        2
-        """
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def to_json(self, steps_per_epoch: int | None = None) -> dict:
-        """The settings as JSON; with ``steps_per_epoch``, also the learning-rate schedule's
-        length in steps, which depends on ``epochs`` (so a resume that changes it is refused).
-
-        Args:
-          steps_per_epoch: optional int, optimizer steps per epoch.
-
-        Returns:
-          A dict of the fields (``hidden`` as a list), plus ``schedule_steps``
-          (int) with ``steps_per_epoch`` and a non-constant schedule.
-
-        >>> MnistConfig(epochs=2).to_json(steps_per_epoch=430)["schedule_steps"]
-        860
-        """
-        out = {**dataclasses.asdict(self), "hidden": list(self.hidden)}
-        if steps_per_epoch is not None and self.schedule != "constant":
-            out["schedule_steps"] = self.epochs * steps_per_epoch
-        return out
-
-
-RECIPES: dict[str, MnistConfig] = {
-    "default": MnistConfig(),
-    "course": MnistConfig(batch_size=64, optimizer="adam", lr=0.01, schedule="constant",
-                          loss="nll", label_smoothing=0.0, val_split=0),
-}
+from .. import datasets, losses, nn
+from .._tree import fingerprint
+from ..data import ArrayDataset, random_split
+from ..train import TrainState, evaluate, fit
+from ._config import CLASSES, PIXELS, MnistConfig
 
 
 def steps_per_epoch(config: MnistConfig, n_images: int = 60_000) -> int:
@@ -245,7 +120,7 @@ def normalize(x):
     >>> normalize(jnp.array([0, 255], jnp.uint8)).tolist()
     [-1.0, 1.0]
     """
-    return (jnp.asarray(x, jnp.float32) / 255.0 - 0.5) / 0.5
+    return datasets.scale_pixels(jnp.asarray(x, jnp.float32))
 
 
 def split_validation(x, y, val_split: int, seed: int):
@@ -290,7 +165,7 @@ def build_model(config: MnistConfig) -> nn.MLP:
     >>> model(jnp.zeros((2, 784))).shape
     (2, 10)
     """
-    return nn.MLP(784, list(config.hidden), 10, rngs=config.seed, dropout=config.dropout,
+    return nn.MLP(PIXELS, list(config.hidden), CLASSES, rngs=config.seed, dropout=config.dropout,
                   output_activation="log_softmax" if config.loss == "nll" else "identity")
 
 
@@ -339,7 +214,7 @@ def train_mnist(config: MnistConfig, *, data=None, data_dir=None, source: str = 
     if config.batch_size > len(x):
         raise ValueError(f"batch_size: expected at most the {len(x)} training images, got "
                          f"{config.batch_size}")
-    model_apply, params, model_state = nn.functional(build_model(config))
+    model_apply, params, model_state = nn.split(build_model(config))
 
     def apply(params, model_state, pixels, **mode):  # uint8 in, normalised inside the step
         return model_apply(params, model_state, normalize(pixels), **mode)
