@@ -95,14 +95,14 @@ def test_existing_json_is_never_overwritten(tmp_path, mnist_path):
 def test_plot_labels_validation_and_draws_only_what_the_history_has(with_validation):
     import io
 
-    from jaxnet import cli
+    from jaxnet.cli import _outputs
 
     history = [{"epoch": e, "train_loss": 1.0 / e} for e in (1, 2)]
     if with_validation:
         for e in history:
             e.update(val_loss=0.5, val_accuracy=0.9)
     buf = io.BytesIO()
-    cli._plot(history, buf, "svg")
+    _outputs.plot(history, buf, "svg")
     svg = buf.getvalue().decode()
     assert ("validation" in svg) == with_validation and "test" not in svg.lower()
 
@@ -134,15 +134,15 @@ def test_a_second_signal_while_the_first_is_handled_is_ignored():
     and prints its line) is ignored instead of raising a second traceback."""
     import signal
 
-    from jaxnet import cli
+    from jaxnet.cli import _main
 
     state = {"signals": 0}
-    previous = cli._install_signal_handlers(state)
+    previous = _main.install_signal_handlers(state)
     try:
         handler = signal.getsignal(signal.SIGTERM)
         with pytest.raises(KeyboardInterrupt) as info:
             handler(signal.SIGTERM, None)
-        assert isinstance(info.value, cli._Terminated)
+        assert isinstance(info.value, _main._Terminated)
         assert handler(signal.SIGINT, None) is None  # the second: ignored
     finally:
         for signum, old in previous.items():

@@ -440,14 +440,14 @@ def on_tmpfs_full(args_of: Callable[[Path], list[str]], fill: bool = False):
                 with contextlib.suppress(OSError), open(ws / "disk" / "filler", "wb") as f:
                     f.write(bytes(1 << 20))
             elif fill:  # no tmpfs: ENOSPC injected at the write of the output
-                write_atomic = cli._write_atomic
+                write_atomic = _fs.write_atomic
 
-                def full(f):
-                    f.write(b"{")
+                def full(tmp):
+                    tmp.write_bytes(b"{")
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-                mp.setattr(cli, "_write_atomic", lambda flag, value, path, overwrite, write:
-                           write_atomic(flag, value, path, overwrite, full))
+                mp.setattr(_fs, "write_atomic", lambda target, write, *, overwrite:
+                           write_atomic(target, full, overwrite=overwrite))
             elif not real:
                 _enospc_at_orbax(mp)
             try:

@@ -1,0 +1,29 @@
+"""The ``jaxnet`` command: ``jaxnet train mnist [options]``, ``jaxnet convert``.
+
+Thin by design: flags in, one ``jaxnet.mnist`` call, a report out.
+
+    jaxnet train mnist --data-dir ../shared/data/mnist
+    jaxnet train mnist --recipe course --json run.json --plot curves.png
+
+How it fails: a malformed flag prints the usage of the command it belongs
+to (exit 2); every other expected failure prints one line ``jaxnet: error: …``
+and no traceback (exit 2 when a flag's value is unusable, found before
+training; exit 1 otherwise). SIGINT/SIGTERM end with one line and exit 130/143
+at any moment (a checkpoint being saved is finished first), and ``--resume``
+continues exactly. ``--json``/``--plot`` are checked before training and
+written atomically. Importing this package loads no JAX.
+
+Files: ``_main`` (``main``, signals, the exception → exit-status table) ·
+``_flags`` (the parser; the MNIST flags generated from ``MnistConfig``) ·
+``_train`` (``train mnist``: checks, the run, the report) · ``_convert``
+(``convert``) · ``_outputs`` (``--json``, ``--plot``, atomic writes).
+"""
+
+from ._flags import build_parser as build_parser
+from ._main import main as main
+
+__all__ = ["build_parser", "main"]
+
+
+def __dir__() -> list[str]:  # dir() and tab completion show the API, not the imports
+    return list(__all__)

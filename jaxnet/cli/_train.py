@@ -1,0 +1,151 @@
+"""``jaxnet train mnist``: check the flags, run ``jaxnet.mnist.train_mnist``, report.
+
+Everything the flags alone can tell is checked before training (outputs,
+data folder, checkpoint folder, the split, the batch and the model's memory);
+``jaxnet.mnist`` is looked up at call time, so tests can replace its functions.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ._flags import TRAIN_FIELDS, FlagError, as_flag_error
+from ._outputs import output_path, plot, plot_format, results_json, write
+
+
+def run(args) -> int:
+    """Train as the flags say; print the summary; write ``--json``/``--plot``."""
+    from .. import devices, mnist, parallel
+    from ..mnist._config import layer_sizes
+
+    try:
+        config = mnist.RECIPES[args.recipe].with_updates(
+            **{name: getattr(args, name) for name in TRAIN_FIELDS})
+        mesh = parallel.setup_mesh(args.devices, coordinator_address=args.coordinator_address,
+                                   num_processes=args.num_processes, process_id=args.process_id,
+                                   timeout_s=args.init_timeout)
+        if mesh is not None:
+            parallel.check_batch_size(config.batch_size, mesh)
+    except (ValueError, TypeError) as e:
+        raise as_flag_error(e) from None
+    if not parallel.is_primary():  # process 0 checks, prints and writes the outputs
+        with parallel.peer_failures():
+            mnist.train_mnist(config, data=mnist.load_data(args.data_dir, args.source),
+                              mesh=mesh, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                              check_finite=args.check_finite, progress=False, log=None)
+        return 0
+    outputs = _check_before_training(args)
+    print(f"jaxnet: MNIST MLP {'-'.join(map(str, layer_sizes(config)))}, recipe "
+          f"{args.recipe}: {config.optimizer} lr {config.lr} ({config.schedule}), batch "
+          f"{config.batch_size}, {config.epochs} epochs, validation split {config.val_split}, "
+          f"seed {config.seed}; {devices.describe()}"
+          + ("" if mesh is None else f"; {parallel.describe(mesh)}"), flush=True)
+    data = mnist.load_data(args.data_dir, args.source)
+    _check_fits(config, len(data[0][0]))
+    with parallel.peer_failures():
+        result = mnist.train_mnist(config, data=data, checkpoint_dir=args.checkpoint_dir,
+                                   resume=args.resume, keep=args.keep,
+                                   check_finite=args.check_finite, progress=args.progress,
+                                   log=lambda line: print(line, flush=True), mesh=mesh)
+    elapsed = time.perf_counter() - args.start
+    _report(result, elapsed)
+    if "json" in outputs:
+        data = results_json(result, elapsed)
+        write("--json", args.json, outputs["json"], args.overwrite, lambda f: f.write(data))
+        print(f"wrote {args.json}")
+    if "plot" in outputs:
+        write("--plot", args.plot, outputs["plot"], args.overwrite,
+              lambda f: plot(result["history"], f, args.plot_format))
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _report(result: dict, elapsed: float) -> None:
+    """The test accuracy and the timings (this run's, and all epochs' after a resume)."""
+    print(f"test accuracy: {result['test_accuracy']:.4f}", flush=True)
+    train_s = result["train_seconds"]
+    total_s = result.get("train_seconds_total", train_s)
+    resumed = any(e.get("run", 0) != result["history"][-1].get("run", 0)
+                  for e in result["history"])
+    over_all = (f" ({total_s:.2f}s over all {len(result['history'])} epochs, before the resume "
+                f"included)" if resumed else "")
+    print(f"compile {result['compile_seconds']:.2f}s, training {train_s:.2f}s in this run"
+          f"{over_all}, time to result {elapsed:.2f}s; "
+          f"params fingerprint {result['params_fingerprint'][:16]}", flush=True)
+
+
+def _check_before_training(args) -> dict:
+    """Fail now, not after training, on anything the flags alone can tell."""
+    from .. import _fs
+
+    outputs = {}
+    for name in ("json", "plot"):
+        value = getattr(args, name)
+        if value is not None:
+            outputs[name] = output_path(f"--{name}", value, args.overwrite)
+    if "plot" in outputs:
+        args.plot_format = plot_format(args.plot)
+    if len(outputs) == 2 and os.path.realpath(outputs["json"]) == \
+            os.path.realpath(outputs["plot"]):
+        raise FlagError(f"--json and --plot: both name {args.json}; give them different files")
+    if args.data_dir is not None:
+        try:
+            data_dir, _ = _fs.user_path(args.data_dir, name="--data-dir", what="folder")
+        except ValueError as e:
+            raise FlagError(str(e)) from None
+        if not data_dir.exists():
+            raise FlagError(f"--data-dir: {args.data_dir} does not exist; expected a folder "
+                            f"with the four IDX files (jaxnet creates only its own data folder)")
+        if not data_dir.is_dir():
+            raise FlagError(f"--data-dir: {args.data_dir} is not a folder")
+    if args.resume and not args.checkpoint_dir:
+        raise FlagError("--resume: needs --checkpoint-dir")
+    if args.checkpoint_dir is not None:
+        from .. import checkpoint
+
+        try:
+            checkpoint.check_new_run(args.checkpoint_dir, resume=args.resume,
+                                     name="--checkpoint-dir", resume_name="--resume")
+        except checkpoint.CheckpointError as e:
+            raise FlagError(str(e)) from None
+    return outputs
+
+
+def _memory_bytes() -> int | None:
+    """Memory of the device XLA runs on: its limit on a GPU, the host's RAM on CPU."""
+    import jax
+
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # not every backend reports it
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_fits(config, n_images: int) -> None:
+    """The split, the batch and the model fit the data and the memory (before training)."""
+    from ..mnist._config import layer_sizes, param_count
+
+    if config.val_split >= n_images:
+        raise FlagError(f"--val-split: expected fewer than the {n_images} training images, "
+                        f"got {config.val_split}")
+    n_train = n_images - config.val_split
+    if config.batch_size > n_train:
+        held = f" ({n_images} minus --val-split {config.val_split})" if config.val_split else ""
+        raise FlagError(f"--batch-size: expected at most the {n_train} training images{held}, "
+                        f"got {config.batch_size}")
+    sizes = layer_sizes(config)
+    # float32 parameters, gradients and two Adam moments, plus a batch's activations
+    need = 4 * (4 * param_count(config) + 3 * config.batch_size * sum(sizes))
+    have = _memory_bytes()
+    if have is not None and need > have:
+        raise FlagError(f"--hidden: a {'-'.join(map(str, sizes))} MLP needs about "
+                        f"{need / 1e9:.1f} GB for its parameters, gradients and optimizer "
+                        f"state, more than the {have / 1e9:.1f} GB of memory here; choose "
+                        f"smaller layers")
