@@ -88,7 +88,7 @@ def torch_logits(torch, model, x):
 
 
 def jax_logits(model, x):
-    apply, params, state = nn.functional(model)
+    apply, params, state = nn.split(model)
     return np.asarray(apply(params, state, jnp.asarray(x))[0])
 
 
@@ -219,7 +219,7 @@ def test_params_dict_and_train_state_give_the_models_state_dict():
 
     for model in (NeuralNetwork(5, 2, rngs=nn.Rngs(0)), BatchNormNet(rngs=nn.Rngs(1))):
         want = interop.to_torch_state_dict(model)
-        _, params, state = nn.functional(model)
+        _, params, state = nn.split(model)
         for got in (interop.to_torch_state_dict(nn.state_dict(model)),
                     interop.to_torch_state_dict(params, model_state=state),
                     interop.to_torch_state_dict(TrainState.create(params, optax.sgd(0.1),
@@ -433,7 +433,7 @@ def test_a_pytorch_model_trained_one_mnist_epoch_keeps_its_test_accuracy(torch, 
     torch_accuracy = float(np.mean(torch_out.argmax(1) == y_test))
     model = interop.from_torch_state_dict(interop.load(tmp_path / "mnist.pt"),
                                           mnist.build_model(mnist.MnistConfig()))
-    apply, params, state = nn.functional(model)
+    apply, params, state = nn.split(model)
     jax_out = np.asarray(apply(params, state, x_eval)[0])
     top2 = np.sort(torch_out, axis=1)[:, -2:]
     assert np.array_equal(jax_out.argmax(1), torch_out.argmax(1)), (
