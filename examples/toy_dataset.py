@@ -144,17 +144,22 @@ def main(argv=None):
     print(f"train accuracy: {compute_accuracy(apply, params, model_state, train_loader)}")
     print(f"test accuracy: {compute_accuracy(apply, params, model_state, test_loader)}")
 
+    # The loop trained `state`, not the model object (PyTorch trains the model in
+    # place): put the trained state into `model` first. Without this line,
+    # nn.state_dict(model) raises nn.StaleModelError (fit does it for you).
+    nn.update(model, state)
+
     # torch.save(model.state_dict(), "model.pth"), without pickle: the trained
     # parameters are arrays, saved with a manifest of their digests.
     out_dir = args.out_dir or tempfile.mkdtemp(prefix="jaxnet-toy-")
-    path = checkpoint.save(out_dir, params, step=num_epochs)
+    path = checkpoint.save(out_dir, nn.state_dict(model), step=num_epochs)
     print(f"saved to {path}")
 
     # model = NeuralNetwork(2, 2); model.load_state_dict(torch.load("model.pth"))
     # The fresh model starts from other random values; the checkpoint replaces them.
     fresh = NeuralNetwork(num_inputs=2, num_outputs=2, rngs=nn.Rngs(args.seed + 1))
     nn.load_state_dict(fresh, checkpoint.restore(out_dir, like=nn.state_dict(fresh)))
-    test_logits, _ = apply(params, model_state, X_test)
+    test_logits = model(X_test)  # the trained model
     reloaded_logits = fresh(X_test)  # the loaded model called directly, like model(X_test)
     same = bool(np.array_equal(np.asarray(reloaded_logits), np.asarray(test_logits)))
     print("test predictions:", np.asarray(jnp.argmax(reloaded_logits, axis=1)).tolist())

@@ -70,11 +70,13 @@ def is_notebook(page: Path) -> bool:
     return page.read_text().startswith("---\n") and "kernelspec:" in page.read_text()
 
 
-def run_page(page: Path) -> int:
-    """Execute the page's cells in order, in one namespace; return how many ran."""
-    namespace: dict = {"__name__": f"docs_{page.stem}"}
+def run_page(page: Path, namespace: dict | None = None, cells: int | None = None) -> int:
+    """Execute the page's cells in order, in one namespace (or ``namespace``, which keeps
+    the page's variables for a test to check); only the first ``cells`` if given; return
+    how many ran."""
+    namespace = {"__name__": f"docs_{page.stem}"} if namespace is None else namespace
     ran = 0
-    for i, (source, tags) in enumerate(code_cells(page)):
+    for i, (source, tags) in enumerate(code_cells(page)[:cells]):
         code = compile(source, f"{page.name}[cell {i}]", "exec")
         if "raises-exception" in tags:
             with pytest.raises(Exception):  # noqa: B017 - any error: the page shows it
@@ -162,3 +164,52 @@ def test_fresh_process_pages_need_it():
     jax.devices()
     with pytest.raises(RuntimeError):
         jax.config.update("jax_num_cpu_devices", 4)
+
+
+def _page_imports() -> dict[str, set[str]]:
+    """Top-level module -> the notebook pages whose code cells import it."""
+    found: dict[str, set[str]] = {}
+    for page in NOTEBOOKS:
+        for source, _ in code_cells(page):
+            for m in re.finditer(r"^\s*(?:from\s+([\w.]+)\s+import|import\s+([\w.]+))",
+                                 source, flags=re.M):
+                found.setdefault((m.group(1) or m.group(2)).split(".")[0], set()).add(page.stem)
+    return found
+
+
+def test_the_tutorials_extra_installs_every_import_of_every_chapter():
+    """``pip install -e '.[tutorials]'`` (README, docs/index.md) is enough for every page:
+    each third-party module a code cell imports is a core dependency or in the extra.
+    (.ci/run also runs every page in a fresh venv with exactly that install.)"""
+    import sys
+    import tomllib
+
+    project = tomllib.loads((DOCS_DIR.parent / "pyproject.toml").read_text())["project"]
+    def names(requirements):
+        return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
+    installed = names(project["dependencies"]) | names(
+        project["optional-dependencies"]["tutorials"])
+    distribution = {"sklearn": "scikit-learn", "jaxnet": "jaxnet-course"}
+    installed.add("jaxnet-course")
+    missing = {module: sorted(pages) for module, pages in _page_imports().items()
+               if module not in sys.stdlib_module_names
+               and distribution.get(module, module).lower() not in installed}
+    assert not missing, f"the tutorials extra lacks what these pages import: {missing}"
+    assert "torch" not in installed  # no chapter runs PyTorch; its code is shown, not run
+
+
+def test_chapter_7_saves_and_reloads_the_trained_model():
+    """The course's scene comes first on the page: the model trained by ``fit``, saved with
+    ``checkpoint.save(folder, nn.state_dict(model))``, reloaded in a new model, predicts the
+    toy labels, with the trained model's outputs (the page once reloaded an untrained one)."""
+    import jax.numpy as jnp
+
+    page = DOCS_DIR / "07_saving_and_loading.md"
+    namespace: dict = {}
+    run_page(page, namespace, cells=4)
+    x, labels = namespace["X_test"], namespace["y_test"]
+    trained = namespace["new_model"]
+    assert jnp.array_equal(jnp.argmax(trained(x), axis=1), labels)
+    assert jnp.array_equal(namespace["predictor"](x), trained(x))
+    initial = namespace["NeuralNetwork"](2, 2, rngs=namespace["nn"].Rngs(123))
+    assert not jnp.array_equal(initial(x), trained(x))
