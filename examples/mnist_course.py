@@ -72,7 +72,7 @@ def main(argv=None):
                          batch_size=64, shuffle=True, seed=args.seed, progress=False)
 
     # model.eval(); with torch.no_grad(): outputs = model(images) over the test set
-    nn.load_state_dict(model, state.params)  # the trained weights back into `model`
+    # fit wrote the trained weights back into `model` (PyTorch trains it in place)
     outputs = model(x_test)
     predicted = jnp.argmax(outputs, axis=1)  # _, predicted = torch.max(outputs.data, 1)
     correct = int((predicted == test_labels).sum())  # (predicted == labels).sum().item()

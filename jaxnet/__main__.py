@@ -1,5 +1,24 @@
-"""``python -m jaxnet`` is the ``jaxnet`` command."""
+"""``python -m jaxnet`` and the ``jaxnet`` command (``jaxnet.__main__:main``).
 
-from .cli import main
+Importing it installs a first signal handler, before anything heavy loads (numpy,
+JAX): a Ctrl-C, SIGTERM or SIGHUP that early ends the command with one line and
+status 128 + the signal instead of a traceback from the middle of an import.
+``cli.main`` then installs the handlers that run for the rest of the command.
+"""
 
-raise SystemExit(main())
+import signal
+
+from ._proc import SIGNAL_WORDS, exit_now
+
+
+def _before_main(signum, frame):
+    exit_now(128 + signum, f"jaxnet: {SIGNAL_WORDS[signum]}")
+
+
+for _signum in SIGNAL_WORDS:
+    signal.signal(_signum, _before_main)
+
+from .cli import main  # noqa: E402  (after the handler: this import loads numpy)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

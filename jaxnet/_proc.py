@@ -5,6 +5,9 @@
 * ``process_alive(pid, start)``: whether a process of this host still runs.
 * ``signals_deferred()``: SIGINT/SIGTERM wait until a block (a save, a
   restore) is done, then act as they would have.
+* ``exit_now(code, message)``: end the process at once (``os._exit``), the one
+  place in jaxnet that does: a watchdog whose peers never came, a failed process
+  of several, a Ctrl-C before anything was written.
 
 Everything returns ``None`` (or does nothing) where ``/proc`` or signals are
 unavailable, e.g. off Linux or off the main thread.
@@ -15,13 +18,17 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-from ._checks import _is_int
+SIGNAL_WORDS = {signal.SIGINT: "interrupted (SIGINT)", signal.SIGTERM: "terminated (SIGTERM)",
+                signal.SIGHUP: "hung up (SIGHUP)"}
+"""How the ``jaxnet`` command names the signals that end it."""
 
-__all__ = ["process_alive", "seconds_since_start", "signals_deferred", "start_ticks"]
+__all__ = ["SIGNAL_WORDS", "exit_now", "process_alive", "seconds_since_start", "signals_deferred",
+           "start_ticks"]
 
 
 def _stat_field(pid: int | str, index: int) -> int:
@@ -83,6 +90,8 @@ def process_alive(pid: Any, start: Any = None) -> bool | None:
     >>> print(process_alive("12"))
     None
     """
+    from ._checks import _is_int  # numpy: not at import, which the command's start-up needs
+
     if not _is_int(pid) or not 0 < pid < 2**31:
         return None
     try:
@@ -132,3 +141,23 @@ def signals_deferred() -> Iterator[None]:
                 handler(signum, None)  # e.g. raises KeyboardInterrupt
             elif handler == signal.SIG_DFL:
                 signal.raise_signal(signum)
+
+
+def exit_now(code: int, message: str | None = None) -> None:
+    """Flush, print ``message`` (one line on stderr) if any, and end the process at once
+    with status ``code`` (no atexit, no JAX shutdown barrier, no exception to swallow).
+
+    Safe in a signal handler: the message goes out with one ``os.write``.
+    """
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed or broken stream must not stop the exit
+        pass
+    finally:
+        if message is not None:
+            try:
+                os.write(2, (message + "\n").encode("utf-8", "replace"))
+            except OSError:
+                pass
+        os._exit(code)

@@ -136,7 +136,7 @@ def test_a_second_signal_while_the_first_is_handled_is_ignored():
 
     from jaxnet.cli import _main
 
-    state = {"signals": 0}
+    state = {"signals": 0, "training": True}  # during training a signal raises
     previous = _main.install_signal_handlers(state)
     try:
         handler = signal.getsignal(signal.SIGTERM)

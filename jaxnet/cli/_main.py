@@ -24,7 +24,11 @@ _COMMANDS = {"train": _train.run, "convert": _convert.run}
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C's ``KeyboardInterrupt`` so that the same cleanup runs."""
+    """SIGTERM or SIGHUP, raised like Ctrl-C's ``KeyboardInterrupt`` so that the same
+    cleanup runs."""
+
+
+_SIGNALS = _proc.SIGNAL_WORDS
 
 
 def _start_time() -> float:
@@ -43,12 +47,21 @@ def _one_line(e: BaseException) -> str:
 
 
 def install_signal_handlers(state: dict) -> dict:
-    """SIGINT raises ``KeyboardInterrupt`` and SIGTERM ``_Terminated``, once: a second
-    signal while the first is being handled is ignored (no traceback from a double
-    Ctrl-C); a third ends the process at once.
+    """SIGINT, SIGTERM and SIGHUP end the run with one line and status 128 + the signal.
+
+    Before training starts (``state["training"]`` false: JAX importing, data
+    loading, checks) nothing has been written, so the process ends at once:
+    an exception raised there can land inside JAX's import or its GC callback,
+    which swallow it ("Exception ignored in …") and run on. Once training has
+    started, the signal raises ``KeyboardInterrupt`` (``_Terminated`` for
+    SIGTERM/SIGHUP) so that a save completes and the lock and work folders
+    are cleaned; ``main`` also ends with the signal's status if that
+    exception was swallowed. A second signal while the first is handled is
+    ignored; a third ends the process at once.
 
     Args:
-      state: a dict with ``"signals"``, the count of signals so far (updated).
+      state: a dict with ``"signals"`` (count so far) and ``"training"``; the
+        handler updates ``"signals"`` and ``"signum"`` (the first signal).
 
     Returns:
       The previous handlers, ``{signum: handler}``, for the caller to restore.
@@ -57,13 +70,16 @@ def install_signal_handlers(state: dict) -> dict:
     def handler(signum, frame):
         state["signals"] += 1
         if state["signals"] == 1:
-            raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+            state["signum"] = signum
+            if not state.get("training"):
+                _proc.exit_now(128 + signum, f"jaxnet: {_SIGNALS[signum]}")
+            raise KeyboardInterrupt() if signum == signal.SIGINT else _Terminated()
         if state["signals"] >= 3:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
 
     previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in _SIGNALS:
         try:
             previous[signum] = signal.signal(signum, handler)
         except (ValueError, OSError):  # not the main thread
@@ -95,6 +111,7 @@ def _run(argv: list[str] | None, state: dict) -> int:
     args = parser.parse_args(argv)
     state["args"] = args
     args.start = state["start"]
+    args.training_starts = lambda: state.update(training=True)  # signals raise from now on
     from ..checkpoint import CheckpointError
     from ..train import NonFiniteError
 
@@ -128,7 +145,8 @@ def _device_name() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``jaxnet`` command; returns the exit status."""
-    state: dict[str, Any] = {"signals": 0, "args": None, "start": _start_time()}
+    state: dict[str, Any] = {"signals": 0, "signum": None, "training": False, "args": None,
+                             "start": _start_time()}
     previous: dict = {}
     undo_logs = None
     try:
@@ -136,18 +154,20 @@ def main(argv: list[str] | None = None) -> int:
         undo_logs = _route_logs()
         from ..parallel import end_process
 
-        return end_process(_run(argv, state))  # a failed process of several ends at once
-    except KeyboardInterrupt as e:
+        status = end_process(_run(argv, state))  # a failed process of several ends at once
+        if state["signum"] is not None:  # the interrupt was swallowed (a GC callback): stop
+            raise KeyboardInterrupt
+        return status
+    except KeyboardInterrupt:
         state["signals"] = max(state["signals"], 1)  # from here on, a second signal is ignored
-        terminated = isinstance(e, _Terminated)
+        signum = state["signum"] or signal.SIGINT
         args = state["args"]
         hint = ""
-        if args is not None and getattr(args, "checkpoint_dir", None):
+        if args is not None and getattr(args, "checkpoint_dir", None) and state["training"]:
             hint = (f"; the checkpoints in {args.checkpoint_dir} are intact: add --resume to "
                     f"continue")
-        print(f"jaxnet: {'terminated (SIGTERM)' if terminated else 'interrupted (SIGINT)'}{hint}",
-              file=sys.stderr, flush=True)
-        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+        print(f"jaxnet: {_SIGNALS[signum]}{hint}", file=sys.stderr, flush=True)
+        return 128 + signum
     finally:
         if undo_logs is not None:
             undo_logs()

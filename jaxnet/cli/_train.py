@@ -30,6 +30,7 @@ def run(args) -> int:
     except (ValueError, TypeError) as e:
         raise as_flag_error(e) from None
     if not parallel.is_primary():  # process 0 checks, prints and writes the outputs
+        args.training_starts()
         with parallel.peer_failures():
             mnist.train_mnist(config, data=mnist.load_data(args.data_dir, args.source),
                               mesh=mesh, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
@@ -43,6 +44,7 @@ def run(args) -> int:
           + ("" if mesh is None else f"; {parallel.describe(mesh)}"), flush=True)
     data = mnist.load_data(args.data_dir, args.source)
     _check_fits(config, len(data[0][0]))
+    args.training_starts()
     with parallel.peer_failures():
         result = mnist.train_mnist(config, data=data, checkpoint_dir=args.checkpoint_dir,
                                    resume=args.resume, keep=args.keep,

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from ._config import RECIPES as RECIPES
 from ._config import MnistConfig as MnistConfig
 
-__all__ = ["RECIPES", "MnistConfig", "build_model", "load_data", "make_optimizer", "normalize",
-           "split_validation", "steps_per_epoch", "train_mnist"]
+__all__ = ["RECIPES", "MnistConfig", "build_model", "convert", "load_data", "make_optimizer",
+           "normalize", "split_validation", "steps_per_epoch", "train_mnist"]
 
 # The rest loads JAX, so it loads on first use (PEP 562): the `jaxnet` command
 # builds its flags from MnistConfig without JAX (a fast --help, and its Ctrl-C
@@ -40,7 +40,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return [*__all__, "convert"]
+    return list(__all__)
 
 
 if _TYPE_CHECKING:  # what static tools and IDEs see

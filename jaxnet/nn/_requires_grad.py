@@ -39,6 +39,8 @@ def check(model: Any) -> None:
     if not _HANDED_OUT:
         return
     for path, module in nnx.iter_modules(model):
+        if type(module).__hash__ is None:  # containers (nnx.List) hold no weight of their own
+            continue
         array = _HANDED_OUT.get(module)
         if array is not None and "requires_grad" in vars(array):
             where = ".".join(str(p) for p in path)

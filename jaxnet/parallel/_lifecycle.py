@@ -1,7 +1,7 @@
 """A process's life in a multi-process run: joining it, the mesh a CLI asks for, and ending.
 
-The only module in jaxnet that calls ``os._exit`` (``_exit_now``): when the
-processes cannot all connect in time, and when a failed process of a
+It ends the process at once (``_proc.exit_now``, jaxnet's one ``os._exit``)
+when the processes cannot all connect in time, and when a failed process of a
 multi-process run must end before JAX's shutdown barrier waits for peers
 that are gone.
 """
@@ -9,7 +9,6 @@ that are gone.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from typing import Any
 
@@ -17,22 +16,11 @@ import jax
 from jax.sharding import Mesh
 
 from .._checks import positive_int
+from .._proc import exit_now
 from ._errors import DistributedError
 from ._mesh import make_mesh
 
 __all__ = ["end_process", "initialize_distributed", "setup_mesh"]
-
-
-def _exit_now(code: int, message: str | None = None) -> None:
-    """Flush, print ``message`` (one line on stderr) if any, and end the process at once
-    with status ``code`` (no atexit, no JAX shutdown barrier)."""
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    finally:
-        if message is not None:
-            print(message, file=sys.stderr, flush=True)
-        os._exit(code)
 
 
 def _check_address(address: Any) -> str:
@@ -68,7 +56,7 @@ def _start_watchdog(timeout_s: int, coordinator_address: str | None,
     who = ("this process" if process_id is None
            else f"process {process_id} of {num_processes or '?'}")
     where = coordinator_address or "the coordinator found in the environment"
-    watchdog = threading.Timer(timeout_s, _exit_now, args=(1, (
+    watchdog = threading.Timer(timeout_s, exit_now, args=(1, (
         f"jaxnet: error: initialize_distributed: {who} could not connect to all "
         f"{num_processes or 'the'} processes through {where} within {timeout_s} s; start "
         f"every process with the same coordinator address and number of processes and its "
@@ -230,5 +218,5 @@ def end_process(code: int) -> int:
     (0, 2)
     """
     if code and jax.distributed.is_initialized() and jax.process_count() > 1:
-        _exit_now(code)
+        exit_now(code)
     return code
