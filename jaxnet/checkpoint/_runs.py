@@ -120,16 +120,25 @@ vs 0.2 (now); only epochs may change ...
     """
     if saved is None or config is None:
         return
-    keys = sorted(set(saved) | set(config))
-    diff = {k: (saved.get(k), config.get(k)) for k in keys
-            if k != "epochs" and saved.get(k) != config.get(k)}
+    diff = config_diff(saved, config)
     if diff:
         raise ValueError(
             f"resume: {os.fspath(directory)} was written by a run with another configuration: "
-            + ", ".join(f"{k} {a!r} (checkpoint) vs {b!r} (now)" for k, (a, b) in diff.items())
-            + "; only epochs may change (a setting that follows epochs, such as a schedule's "
-              "length, may not): resume with the settings it was started with, or train a new "
-              "run in an empty folder")
+            + diff + "; only epochs may change (a setting that follows epochs, such as a "
+            "schedule's length, may not): resume with the settings it was started with, or "
+            "train a new run in an empty folder")
+
+
+def config_diff(saved: dict, config: dict, *, now: str = "now") -> str:
+    """The settings other than ``epochs`` that differ, as ``"lr 0.1 (checkpoint) vs 0.2 (now)"``
+    joined by commas; ``""`` when only ``epochs`` (or nothing) differs.
+
+    >>> config_diff({"lr": 0.1, "epochs": 2}, {"lr": 0.2, "epochs": 5}, now="given")
+    'lr 0.1 (checkpoint) vs 0.2 (given)'
+    """
+    keys = sorted(set(saved) | set(config))
+    return ", ".join(f"{k} {saved.get(k)!r} (checkpoint) vs {config.get(k)!r} ({now})"
+                     for k in keys if k != "epochs" and saved.get(k) != config.get(k))
 
 
 def _move_aside(path: Path, shown: str, damaged: list, log: Callable[[str], Any]) -> None:

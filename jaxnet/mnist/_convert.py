@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import _fs, checkpoint, interop, nn
 from .._checks import non_negative_int
+from ..checkpoint._runs import config_diff
 from ..interop._files import SAFETENSORS_SUFFIX, TORCH_SUFFIXES, _kind
 from ..train import TrainState
 from ._config import RECIPES, MnistConfig
@@ -68,14 +69,10 @@ def _checkpoint_to_file(source: str, destination: str, config, step: int | None,
     if saved is not None:
         saved_config = _config_from_json(saved, source)
         if config is not None:
-            a, b = saved_config.to_json(), config.to_json()
-            diff = {k: (a[k], b[k]) for k in a if k != "epochs" and a[k] != b[k]}
+            diff = config_diff(saved_config.to_json(), config.to_json(), now="given")
             if diff:
-                raise ValueError(
-                    f"config: {source} was trained with other settings: "
-                    + ", ".join(f"{k} {x!r} (checkpoint) vs {y!r} (given)"
-                                for k, (x, y) in diff.items())
-                    + "; leave them out: the checkpoint's saved config is used")
+                raise ValueError(f"config: {source} was trained with other settings: {diff}; "
+                                 f"leave them out: the checkpoint's saved config is used")
         config = saved_config
     elif config is None:
         raise ValueError(f"source: {source} has no saved config; give the settings it was "
