@@ -4,7 +4,12 @@ The protocol (Keras's, smaller). Subclass ``Callback`` and override any hook;
 each receives the ``Run`` (what is being trained, on what data):
 
 * ``on_train_begin(run)`` — before the first epoch (after a resume).
-* ``on_epoch_begin(run, epoch, state)`` — ``epoch`` counts from 1.
+* ``on_epoch_begin(run, epoch, state) -> state | None`` — ``epoch`` counts
+  from 1. Return ``None`` (the state as it is) or a new state for the epoch to
+  train from: ``return optim.set_learning_rate(state, 1e-4)`` is PyTorch's
+  ``g["lr"] = 1e-4`` (a scheduler), saved in checkpoints and kept on resume.
+  ``fit`` calls your hooks in order, each with the previous one's state, then
+  the built-in ones (so ``FiniteCheck`` replays from the state the epoch used).
 * ``on_batch_end(run, batch, loss)`` — once per batch, in order: ``batch``
   counts from 0 in each epoch, ``loss`` is that batch's mean loss (a 0-d
   float32 array; ``float(loss)`` for a number). A per-example ``Dataset`` calls it
@@ -128,8 +133,8 @@ class Callback:
     def on_train_begin(self, run: Run) -> None:
         pass
 
-    def on_epoch_begin(self, run: Run, epoch: int, state) -> None:
-        pass
+    def on_epoch_begin(self, run: Run, epoch: int, state) -> Any:
+        return None  # or a new state for the epoch: state.replace(...), set_learning_rate
 
     def on_batch_end(self, run: Run, batch: int, loss: jax.Array) -> None:
         pass

@@ -4,7 +4,10 @@ docs/pytorch_cheatsheet.md; the last rows are spellings on objects jaxnet does n
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -288,3 +291,121 @@ def test_no_warnings_from_the_new_names():
         model = MNISTNet(rngs=nn.Rngs(0))
         nn.split(model)
         F.relu(jnp.ones(2))
+
+
+# requires_grad set where nn.split cannot see it (issue 17 item 2): a table in the style of
+# tests/test_faults.py. Each row prepares the course's model, sets requires_grad the way a
+# learner would (after nn.split, on the kernel Param, through Flax's set_metadata), then
+# trains; the row passes when the first jaxnet call after the setting raises naming
+# jaxnet.optim.freeze. Before: fit trained every layer (silent), or Flax's AttributeError
+# advised variable.set_metadata(requires_grad=...), which froze nothing.
+@dataclasses.dataclass
+class Case:
+    id: str
+    call: Callable[[dict], Any]
+    error: type[BaseException] | None = TypeError
+    match: str = "jaxnet.optim.freeze"
+    check: Callable[[dict, Any], None] | None = None
+    setup: Callable[[dict], None] | None = None
+
+
+def _split_first(w):
+    w["model"] = MNISTNet(rngs=nn.Rngs(0))
+    w["apply"], w["params"], w["model_state"] = nn.split(w["model"])
+
+
+class BNNet(nn.Module):
+    def __init__(self, *, rngs):
+        self.layers = nn.Sequential(nn.Linear(784, 16, rngs=rngs), nn.BatchNorm1d(16),
+                                    nn.ReLU(), nn.Linear(16, 10, rngs=rngs),
+                                    nn.LogSoftmax(dim=1))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def _split_bn(w):
+    w["model"] = BNNet(rngs=nn.Rngs(0))
+    w["apply"], w["params"], w["model_state"] = nn.split(w["model"])
+
+
+def _fit(w):
+    state = TrainState.create(w["params"], optax.sgd(0.1), model_state=w["model_state"])
+    x = np.random.default_rng(0).normal(size=(8, 784)).astype(np.float32)
+    return fit(state, w["apply"], F.nll_loss, optax.sgd(0.1), (x, np.arange(8) % 10),
+               epochs=1, batch_size=4, progress=False, log=None)
+
+
+def _freeze_then(how, then):
+    def call(w):
+        how(w["model"])
+        return then(w)
+    return call
+
+
+def _set_metadata(m):
+    m.fc1.kernel.set_metadata(requires_grad=False)  # what Flax's own message advises
+
+
+REQUIRES_GRAD = [
+    Case("weight.requires_grad after split, then fit",
+         _freeze_then(lambda m: setattr(m.fc1.weight, "requires_grad", False), _fit),
+         match=r"^fc1\.weight\.requires_grad: .*jaxnet\.optim\.freeze", setup=_split_first),
+    Case("weight.requires_grad after split, then make_train_step",
+         _freeze_then(lambda m: setattr(m.fc1.weight, "requires_grad", False),
+                      lambda w: make_train_step(w["apply"], F.nll_loss, optax.sgd(0.1))),
+         match=r"^fc1\.weight\.requires_grad: ", setup=_split_first),
+    Case("layer.kernel.requires_grad = False",
+         lambda w: setattr(w["model"].fc1.kernel, "requires_grad", False),
+         match=r"^kernel\.requires_grad: .*jaxnet\.optim\.freeze\(optax", setup=_split_first),
+    Case("layer.bias.requires_grad = False",
+         lambda w: setattr(w["model"].fc2.bias, "requires_grad", False),
+         match=r"^bias\.requires_grad: .*jaxnet\.optim\.freeze", setup=_split_first),
+    Case("layer.kernel.requires_grad_(False)",
+         lambda w: w["model"].fc1.kernel.requires_grad_(False),
+         match=r"^kernel\.requires_grad_\(\): .*jaxnet\.optim\.freeze", setup=_split_first),
+    Case("kernel.set_metadata(requires_grad=False), Flax's advice",
+         lambda w: _set_metadata(w["model"]),
+         match=r"^kernel\.requires_grad: .*jaxnet\.optim\.freeze", setup=_split_first),
+    Case("kernel.set_metadata({'requires_grad': False})",
+         lambda w: w["model"].fc1.kernel.set_metadata({"requires_grad": False}),
+         match=r"^kernel\.requires_grad: ", setup=_split_first),
+    Case("BatchNorm1d weight.set_metadata(requires_grad=False), then fit",
+         _freeze_then(lambda m: m.layers.layers[1].weight.set_metadata(requires_grad=False),
+                      _fit),
+         match=r"^layers\.layers\.1\.weight\.requires_grad: .*jaxnet\.optim\.freeze",
+         setup=_split_bn),
+    Case("BatchNorm1d weight.set_metadata(requires_grad=False), then make_train_step",
+         _freeze_then(lambda m: m.layers.layers[1].weight.set_metadata(requires_grad=False),
+                      lambda w: make_train_step(w["apply"], F.nll_loss, optax.sgd(0.1))),
+         match=r"^layers\.layers\.1\.weight\.requires_grad: ", setup=_split_bn),
+    Case("reading kernel.requires_grad (hasattr stays False)",
+         lambda w: w["model"].fc1.kernel.requires_grad, error=AttributeError,
+         match=r"^kernel\.requires_grad: .*jaxnet\.optim\.freeze", setup=_split_first),
+    Case("hasattr(kernel, 'requires_grad')",
+         lambda w: hasattr(w["model"].fc1.kernel, "requires_grad"), error=None,
+         setup=_split_first, check=lambda w, out: out is False),
+    # The rows that must keep working: no requires_grad anywhere, fit trains as before; the
+    # kernel's value and metadata are still Flax's.
+    Case("no requires_grad: fit trains", _fit, error=None, setup=_split_first,
+         check=lambda w, out: int(out[0].step) == 2),
+    Case("kernel[...] and set_metadata of another key still work",
+         lambda w: (w["model"].fc1.kernel.set_metadata(note="mine"),
+                    w["model"].fc1.kernel.get_metadata()["note"], w["model"].fc1.kernel[...])[1:],
+         error=None, setup=_split_first,
+         check=lambda w, out: out[0] == "mine" and out[1].shape == (784, 64)),
+]
+
+
+@pytest.mark.parametrize("case", REQUIRES_GRAD, ids=[c.id for c in REQUIRES_GRAD])
+def test_requires_grad_anywhere_names_freeze(case):
+    w: dict = {}
+    if case.setup:
+        case.setup(w)
+    if case.error is None:
+        out = case.call(w)
+        assert case.check is None or case.check(w, out)
+        return
+    with pytest.raises(case.error, match=case.match) as e:
+        case.call(w)
+    assert "\n" not in str(e.value)

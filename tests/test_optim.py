@@ -8,6 +8,7 @@ import pytest
 
 from jaxnet import checkpoint, losses, nn, optim
 from jaxnet._tree import fingerprint
+from jaxnet.callbacks import Callback, NonFiniteError
 from jaxnet.data import ArrayDataset, DataLoader
 from jaxnet.train import TrainState, fit, make_train_step
 
@@ -173,3 +174,73 @@ def test_a_rate_changed_mid_run_survives_a_checkpoint_exactly(tmp_path):
     assert fingerprint(resumed) == fingerprint(whole)
     np.testing.assert_array_equal(np.asarray(resumed.params["fc1"]["kernel"]),
                                   initial["fc1"]["kernel"])
+
+
+class LowerRateAt(Callback):
+    """The course's scheduler habit as a callback: a new rate from epoch ``at`` on."""
+
+    def __init__(self, at, lr):
+        self.at, self.lr, self.seen = at, lr, []
+
+    def on_epoch_begin(self, run, epoch, state):
+        self.seen.append((epoch, optim.learning_rate(state)))
+        if epoch == self.at:
+            return optim.set_learning_rate(state, self.lr)
+        return None
+
+
+def test_a_callback_changes_the_rate_and_a_resume_is_bit_identical(tmp_path):
+    """on_epoch_begin returns the new state and fit trains with it; checkpoint, resume."""
+    apply, optimizer, state, _ = _setup()
+    plain = _fit(state, apply, optimizer, 3)
+    apply, optimizer, state, _ = _setup()
+    lower = LowerRateAt(2, 1e-4)
+    whole = _fit(state, apply, optimizer, 3, callbacks=[lower])
+    assert lower.seen == [(1, 0.01), (2, 0.01), (3, 0.0001)]
+    assert optim.learning_rate(whole) == 0.0001
+    assert fingerprint(whole.params) != fingerprint(plain.params)  # the rate really changed
+    # after epoch 2 (the change made), and after epoch 1 (the resume makes it)
+    for stop, folder in ((2, "after2"), (1, "after1")):
+        apply, optimizer, state, _ = _setup()
+        _fit(state, apply, optimizer, stop, checkpoint_dir=folder,
+             callbacks=[LowerRateAt(2, 1e-4)])
+        apply, optimizer, fresh, _ = _setup()
+        resumed = _fit(fresh, apply, optimizer, 3, checkpoint_dir=folder, resume=True,
+                       callbacks=[LowerRateAt(2, 1e-4)])
+        assert fingerprint(resumed) == fingerprint(whole), stop
+
+
+def test_the_rate_a_callback_sets_reaches_the_model_and_the_finite_check(tmp_path):
+    """The built-in FiniteCheck replays from the state the epoch trained from (the new rate):
+    a rate that blows up at epoch 2 is named at epoch 2, step 0, not 'after the epoch'."""
+
+    apply, optimizer, state, _ = _setup()
+    with pytest.raises(NonFiniteError, match=r"epoch 2, step \d+ of that epoch: (loss|grad)"):
+        _fit(state, apply, optimizer, 2, callbacks=[LowerRateAt(2, 1e30)])
+
+
+@pytest.mark.parametrize("returned, match", [
+    (True, r"on_epoch_begin: expected None or the new TrainState, got bool"),
+    ("state", r"on_epoch_begin: expected None or the new TrainState, got str"),
+])
+def test_a_hook_returning_something_else_is_refused(returned, match):
+
+    class Returns(Callback):
+        def on_epoch_begin(self, run, epoch, state):
+            return returned
+
+    apply, optimizer, state, _ = _setup()
+    with pytest.raises(TypeError, match=match):
+        _fit(state, apply, optimizer, 1, callbacks=[Returns()])
+
+
+def test_a_hook_returning_another_optimizers_state_is_refused():
+
+    class Swap(Callback):
+        def on_epoch_begin(self, run, epoch, state):
+            return state.replace(opt_state=optax.sgd(0.1).init(state.params))
+
+    apply, optimizer, state, _ = _setup()
+    with pytest.raises(ValueError, match=r"on_epoch_begin: expected a state of the same "
+                                         r"structure as the one it received"):
+        _fit(state, apply, optimizer, 1, callbacks=[Swap()])

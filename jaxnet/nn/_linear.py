@@ -11,7 +11,7 @@ from flax import nnx
 
 from .._checks import positive_int
 from ._module import _Described, _require_rngs
-from ._requires_grad import handed_out
+from ._requires_grad import Param, handed_out
 
 _CHUNK = 1 << 16
 
@@ -72,6 +72,11 @@ class Linear(_Described, nnx.Linear):
         init = _torch_uniform(in_features)
         super().__init__(in_features, out_features, use_bias=bool(bias), kernel_init=init,
                          bias_init=init, rngs=_require_rngs(rngs, "Linear"))
+        # Param refuses requires_grad naming jaxnet.optim.freeze (nnx.Param's message would
+        # advise set_metadata, which freezes nothing); same values, metadata and filters.
+        self.kernel = Param.named(self.kernel, "kernel")
+        if self.bias is not None:
+            self.bias = Param.named(self.bias, "bias")
 
     def __call__(self, x, **kwargs):
         # PyTorch raises on an integer @ float matmul; JAX would promote silently, so a

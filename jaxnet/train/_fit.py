@@ -18,6 +18,7 @@ from .. import callbacks as cb
 from .. import nn, parallel
 from .._checks import positive_int, seed_int
 from ..nn._functional import check_live
+from ..nn._requires_grad import check as check_requires_grad
 from ._batches import Batches, as_loader
 from ._epoch import epoch_runner
 from ._evaluate import evaluate
@@ -148,11 +149,38 @@ def _start_run(stack: contextlib.ExitStack, state: TrainState, options: FitOptio
     return state, start_epoch, history
 
 
-def _run_epoch(runner, run: cb.Run, callbacks, state, epoch: int, val_loader, mesh) -> tuple:
+def _epoch_begin(run: cb.Run, begin: list, state: TrainState, epoch: int) -> TrainState:
+    """The ``on_epoch_begin`` hooks, in order; each gets the state the previous one returned.
+
+    A hook returns ``None`` (no change) or the new state (``optim.set_learning_rate``),
+    which the epoch trains from. ``begin`` lists the learner's callbacks before the
+    built-in ones, so ``FiniteCheck`` keeps the state the epoch really starts from.
+    """
+    for c in begin:
+        new = c.on_epoch_begin(run, epoch, state)
+        if new is None or new is state:
+            continue
+        hook = f"{type(c).__name__}.on_epoch_begin"
+        if not isinstance(new, TrainState):
+            raise TypeError(
+                f"on_epoch_begin: expected None or the new TrainState, got "
+                f"{type(new).__name__} from {hook}; return None to leave the state as it "
+                f"is, or the state to train from (return optim.set_learning_rate(state, lr))")
+        if jax.tree.structure(new) != jax.tree.structure(state):
+            raise ValueError(
+                f"on_epoch_begin: expected a state of the same structure as the one it "
+                f"received (the optimizer fit was given keeps training it), got another from "
+                f"{hook}; change values with state.replace(...) or optim.set_learning_rate")
+        check_live(new, "state", "return optim.set_learning_rate(state, lr)")
+        state = new
+    return state
+
+
+def _run_epoch(runner, run: cb.Run, callbacks, state, epoch: int, val_loader, mesh,
+               begin: list) -> tuple:
     """Train one epoch (``epoch`` counts from 1), validate, and build its history entry."""
     t0 = time.perf_counter()
-    for c in callbacks:
-        c.on_epoch_begin(run, epoch, state)
+    state = _epoch_begin(run, begin, state, epoch)
 
     def on_batch(i, loss):
         for c in callbacks:
@@ -171,8 +199,13 @@ def _run_epoch(runner, run: cb.Run, callbacks, state, epoch: int, val_loader, me
     return state, logs
 
 
-def _epoch_loop(run: cb.Run, runner, callbacks: list, state, val_loader, mesh) -> TrainState:
-    """The callbacks' hooks around each epoch from ``run.start_epoch + 1`` to ``run.epochs``."""
+def _epoch_loop(run: cb.Run, runner, callbacks: list, state, val_loader, mesh,
+                begin: list | None = None) -> TrainState:
+    """The callbacks' hooks around each epoch from ``run.start_epoch + 1`` to ``run.epochs``.
+
+    ``begin``: the order of the ``on_epoch_begin`` hooks (default: ``callbacks``'s).
+    """
+    begin = callbacks if begin is None else begin
     run_index = 1 + max((e.get("run", 0) for e in run.history), default=-1)
     started: list[cb.Callback] = []
     try:
@@ -180,7 +213,8 @@ def _epoch_loop(run: cb.Run, runner, callbacks: list, state, val_loader, mesh) -
             c.on_train_begin(run)
             started.append(c)
         for epoch in range(run.start_epoch + 1, run.epochs + 1):
-            state, logs = _run_epoch(runner, run, callbacks, state, epoch, val_loader, mesh)
+            state, logs = _run_epoch(runner, run, callbacks, state, epoch, val_loader, mesh,
+                                     begin)
             logs["run"] = run_index
             run.history.append(logs)
             if any([c.on_epoch_end(run, epoch, state, logs) for c in callbacks]):  # all run
@@ -200,7 +234,8 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
         ) -> tuple[TrainState, list[dict]]:
     """Train for ``epochs`` epochs; return the final state and the per-epoch history.
 
-    The loop: (resume) → for each epoch: callbacks' ``on_epoch_begin`` → one
+    The loop: (resume) → for each epoch: callbacks' ``on_epoch_begin`` (yours
+    first; one may return a new state to train from) → one
     epoch (``make_epoch_runner``) → validation (``evaluate``) → callbacks'
     ``on_epoch_end`` (any may stop training) → ``on_train_end``.
 
@@ -272,10 +307,15 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
                        seed=seed)
     val_loader = None if val_data is None else as_loader(
         val_data, "val_data", defaults=(1000, False, 0), round_to=1 if mesh is None else mesh.size)
+    model = getattr(apply, "model", None)  # the model nn.split(model) made apply from
+    if model is not None:  # requires_grad set after nn.split: refused, not ignored
+        check_requires_grad(model, metadata=True)
     batches = Batches(loader, mesh)
     runner = epoch_runner(apply, loss_fn, optimizer, batches)
     options = options.for_this_process()
-    callbacks = [*options.callbacks(), *callbacks]
+    builtin, callbacks = options.callbacks(), list(callbacks)
+    begin = [*callbacks, *builtin]  # yours may return a new state; the built-ins see it
+    callbacks = [*builtin, *callbacks]
     # One copy of the caller's state: the compiled epochs donate theirs, never the caller's,
     # so a notebook cell run twice, or evaluate(apply, state, ...) afterwards, still works.
     check_live(state, "state", "state, history = fit(state, ...)")
@@ -286,8 +326,8 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
         run = cb.Run(apply, loss_fn, optimizer, loader, epochs, start_epoch, list(history),
                      options.config)
         run.find_non_finite = functools.partial(_replay, apply, loss_fn, optimizer, batches)
-        state = _epoch_loop(run, runner, callbacks, state, val_loader, mesh)
-    model = getattr(apply, "model", None)  # the model nn.split(model) made apply from
+        state = _epoch_loop(run, runner, callbacks, state, val_loader, mesh, begin)
+    model = getattr(apply, "model", None)
     if model is not None:
         nn.update(model, state)
     return state, run.history

@@ -12,6 +12,7 @@ import optax
 
 from .._tree import leaf_paths
 from ..nn._functional import check_live, mark_stale
+from ..nn._requires_grad import check as check_requires_grad
 from ._state import TrainState
 
 Apply = Callable[..., tuple[jax.Array, Any]]
@@ -109,6 +110,10 @@ def make_train_step(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTran
     >>> int(state.step), metrics["loss"].shape, bool(metrics["finite"].all())
     (1, (), True)
     """
+
+    model = getattr(apply, "model", None)  # requires_grad set after nn.split: refused
+    if model is not None:
+        check_requires_grad(model, metadata=True)
 
     def train_step(state: TrainState, batch):
         x, y, mask = _split_batch(batch)
