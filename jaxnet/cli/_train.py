@@ -25,26 +25,35 @@ def run(args) -> int:
         mesh = parallel.setup_mesh(args.devices, coordinator_address=args.coordinator_address,
                                    num_processes=args.num_processes, process_id=args.process_id,
                                    timeout_s=args.init_timeout)
-        if mesh is not None:
-            parallel.check_batch_size(config.batch_size, mesh)
     except (ValueError, TypeError) as e:
         raise as_flag_error(e) from None
-    if not parallel.is_primary():  # process 0 checks, prints and writes the outputs
-        args.training_starts()
-        with parallel.peer_failures():
-            mnist.train_mnist(config, data=mnist.load_data(args.data_dir, args.source),
-                              mesh=mesh, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-                              check_finite=args.check_finite, progress=False, log=None)
-        return 0
-    outputs = _check_before_training(args)
-    print(f"jaxnet: MNIST MLP {'-'.join(map(str, layer_sizes(config)))}, recipe "
-          f"{args.recipe}: {config.optimizer} lr {config.lr} ({config.schedule}), batch "
-          f"{config.batch_size}, {config.epochs} epochs, validation split {config.val_split}, "
-          f"seed {config.seed}; {devices.describe()}"
-          + ("" if mesh is None else f"; {parallel.describe(mesh)}"), flush=True)
-    data = mnist.load_data(args.data_dir, args.source)
-    _check_fits(config, len(data[0][0]))
+    except parallel.DistributedError as e:  # a taken port names its flag
+        raise (as_flag_error(e) if str(e).startswith("coordinator_address:") else e) from None
+    # Every process runs its checks, then all learn each other's outcome and settings: a
+    # failure or a difference stops every process with one line (parallel.check_together).
+    try:
+        if mesh is not None:
+            _check_batch_size(config, mesh)
+        outputs = _check_before_training(args) if parallel.is_primary() else {}
+        if parallel.is_primary():  # process 0 checks, prints and writes the outputs
+            print(f"jaxnet: MNIST MLP {'-'.join(map(str, layer_sizes(config)))}, recipe "
+                  f"{args.recipe}: {config.optimizer} lr {config.lr} ({config.schedule}), "
+                  f"batch {config.batch_size}, {config.epochs} epochs, validation split "
+                  f"{config.val_split}, seed {config.seed}; {devices.describe()}"
+                  + ("" if mesh is None else f"; {parallel.describe(mesh)}"), flush=True)
+        data = mnist.load_data(args.data_dir, args.source)
+        _check_fits(config, len(data[0][0]))
+    except Exception as e:  # noqa: BLE001  # raised again, here and as one line in the others
+        parallel.check_together(failure=e)
+    if mesh is not None:
+        parallel.check_together(_settings(args, config, data))
     args.training_starts()
+    if not parallel.is_primary():
+        with parallel.peer_failures():
+            mnist.train_mnist(config, data=data, mesh=mesh, checkpoint_dir=args.checkpoint_dir,
+                              resume=args.resume, check_finite=args.check_finite,
+                              progress=False, log=None)
+        return 0
     with parallel.peer_failures():
         result = mnist.train_mnist(config, data=data, checkpoint_dir=args.checkpoint_dir,
                                    resume=args.resume, keep=args.keep,
@@ -61,6 +70,39 @@ def run(args) -> int:
               lambda f: plot(result["history"], f, args.plot_format))
         print(f"wrote {args.plot}")
     return 0
+
+
+def _check_batch_size(config, mesh) -> None:
+    from .. import parallel
+
+    try:
+        parallel.check_batch_size(config.batch_size, mesh)
+    except (ValueError, TypeError) as e:
+        raise as_flag_error(e) from None
+
+
+def _settings(args, config, data) -> dict:
+    """What every process of a run must agree on, by flag: the configuration, the data
+    (its content's digest, not the folder's name), and what decides the steps."""
+    import hashlib
+
+    import numpy as np
+
+    from .. import __version__
+    from ._flags import flag
+
+    digest = hashlib.blake2b(digest_size=8)
+    for array in (a for pair in data for a in pair):
+        digest.update(repr((array.shape, array.dtype.str)).encode())
+        digest.update(np.ascontiguousarray(array).data)
+    (x_train, _), (x_test, _) = data
+    return {"--recipe": args.recipe,
+            **{flag(k) if k in TRAIN_FIELDS else f"{k} (of --recipe)": v
+               for k, v in config.to_json().items()},
+            "--data-dir": f"{len(x_train)} training and {len(x_test)} test images, content "
+                          f"{digest.hexdigest()}",
+            "--devices": args.devices, "--no-check-finite": not args.check_finite,
+            "jaxnet version": __version__}
 
 
 def _report(result: dict, elapsed: float) -> None:

@@ -22,13 +22,19 @@ device of every process::
     parallel.initialize_distributed("10.0.0.1:1234", num_processes=2, process_id=K)
     mesh = parallel.make_mesh()
 
+Before training every process calls ``check_together`` at the same point,
+with its settings or the error its own checks raised: if any failed or the
+settings differ, every process stops with one line naming the process, or
+the setting and both values (``fit(..., mesh=)`` and ``jaxnet train mnist``
+do it for you).
+
 Contract. Every process computes the same global batch order (a pure
 function of the seed and the epoch) and feeds only the rows its own devices
 hold. Process 0 alone logs, shows progress and reads and writes checkpoints;
 the others get its state by ``broadcast_from_primary``, like rank 0 in
 PyTorch. Knows nothing of ``train`` or ``checkpoint``: it places trees and
-coordinates processes. Its ``_lifecycle`` is the only module in jaxnet that
-calls ``os._exit``.
+coordinates processes. Its ``_lifecycle`` ends a process at once
+(``_proc.exit_now``) only where JAX would otherwise abort it.
 
 What it is for: more devices (GPUs, TPU cores, hosts) than one. On a single
 CPU host, splitting the CPU into several XLA devices
@@ -39,8 +45,9 @@ Files: ``_mesh`` (``make_mesh``, ``describe``, ``check_batch_size``,
 ``DATA_AXIS``) · ``_placement`` (``replicate``, ``shard_batch``,
 ``local_rows``, ``iter_epoch``) · ``_processes`` (``is_primary``,
 ``broadcast_from_primary``, ``start_from_primary``, ``peer_failures``) ·
-``_lifecycle`` (``initialize_distributed``, ``setup_mesh``, ``end_process``,
-the ``os._exit`` watchdog) · ``_errors`` (``DistributedError``).
+``_agreement`` (``check_together``) · ``_lifecycle``
+(``initialize_distributed``, ``setup_mesh``, ``end_process``, the watchdog) ·
+``_errors`` (``DistributedError``).
 
 >>> mesh = make_mesh(1)
 >>> mesh.axis_names, mesh.size
@@ -49,6 +56,7 @@ the ``os._exit`` watchdog) · ``_errors`` (``DistributedError``).
 64
 """
 
+from ._agreement import check_together as check_together
 from ._errors import DistributedError as DistributedError
 from ._lifecycle import end_process as end_process
 from ._lifecycle import initialize_distributed as initialize_distributed
@@ -71,6 +79,7 @@ __all__ = [
     "DistributedError",
     "broadcast_from_primary",
     "check_batch_size",
+    "check_together",
     "describe",
     "end_process",
     "initialize_distributed",

@@ -8,7 +8,9 @@ that are gone.
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import threading
 from typing import Any
 
@@ -21,6 +23,11 @@ from ._errors import DistributedError
 from ._mesh import make_mesh
 
 __all__ = ["end_process", "initialize_distributed", "setup_mesh"]
+
+# Set when every process of the run knows that it stops (``check_together`` found a
+# failure or a difference): they can then leave in order, through JAX's shutdown barrier.
+_EVERYONE_STOPS = False
+_SHUTDOWN_S = 30  # bound on that barrier; past it the process ends anyway
 
 
 def _check_address(address: Any) -> str:
@@ -47,6 +54,39 @@ def _already_joined(num_processes: int | None, process_id: int | None) -> bool:
     raise DistributedError(f"initialize_distributed: already initialized as process "
                            f"{jax.process_index()} of {jax.process_count()}, got "
                            f"process_id={process_id}, num_processes={num_processes}")
+
+
+def _check_port_free(address: str) -> None:
+    """Process 0's coordinator port is free on this host (JAX binds ``[::]:PORT``).
+
+    A taken port otherwise ends in a native abort or crash inside JAX, or in
+    the other processes joining whatever listens there.
+    """
+    port = int(address.rpartition(":")[2])
+    for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        try:
+            probe = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue  # no IPv6 here: probe IPv4
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+            try:
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                probe.bind((host, port))
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise DistributedError(
+                        f"coordinator_address: port {port} is in use on this host (another "
+                        f"program, an earlier run, or another process started as process 0: "
+                        f"each process needs its own process id); choose a free port, the "
+                        f"same in every process") from None
+                if e.errno == errno.EACCES:
+                    raise DistributedError(
+                        f"coordinator_address: port {port} needs privileges on this host; "
+                        f"choose a free port above 1023, the same in every process") from None
+                continue  # e.g. no dual-stack socket: probe IPv4
+            return
 
 
 def _start_watchdog(timeout_s: int, coordinator_address: str | None,
@@ -107,7 +147,8 @@ def initialize_distributed(coordinator_address: str | None = None,
     Raises:
       ValueError: a malformed argument (named, with its value).
       DistributedError: JAX computations already ran in this process, no
-        cluster was detected, or it was already initialized differently.
+        cluster was detected, it was already initialized differently, or (in
+        process 0) the coordinator's port is taken on this host.
 
     If the processes cannot all connect within ``timeout_s``, JAX would abort
     the process with a stack trace; this function ends it first, with exit
@@ -135,6 +176,8 @@ def initialize_distributed(coordinator_address: str | None = None,
     heartbeat_timeout_s = positive_int("heartbeat_timeout_s", heartbeat_timeout_s)
     if _already_joined(num_processes, process_id):
         return
+    if process_id == 0 and coordinator_address is not None:
+        _check_port_free(coordinator_address)
     watchdog = _start_watchdog(timeout_s, coordinator_address, num_processes, process_id)
     try:
         jax.distributed.initialize(coordinator_address, num_processes, process_id,
@@ -197,6 +240,13 @@ def setup_mesh(devices: int | None = None, *, coordinator_address: str | None = 
     return make_mesh(devices)
 
 
+def stop_together() -> None:
+    """Record that every process of this run knows it stops (``check_together`` told them
+    all), so that ``end_process`` leaves through JAX's shutdown barrier instead of at once."""
+    global _EVERYONE_STOPS
+    _EVERYONE_STOPS = True
+
+
 def end_process(code: int) -> int:
     """Return ``code``; but a failed (``code != 0``) process of a multi-process run ends
     now, with that status.
@@ -204,6 +254,10 @@ def end_process(code: int) -> int:
     At exit JAX's shutdown waits for every process at a barrier (one may be
     gone, or waiting for this one in a collective) and then aborts with a
     stack trace; ending at once lets the others see the failure immediately.
+    When every process knows that the run stops (``check_together`` raised in
+    all of them), they meet at that barrier first (at most 30 s), so that
+    process 0, which holds the coordination service, never leaves before the
+    others have printed their line: JAX would abort them.
 
     Args:
       code: int, the process's exit status.
@@ -218,5 +272,13 @@ def end_process(code: int) -> int:
     (0, 2)
     """
     if code and jax.distributed.is_initialized() and jax.process_count() > 1:
+        if _EVERYONE_STOPS:
+            watchdog = threading.Timer(_SHUTDOWN_S, exit_now, args=(code,))
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                jax.distributed.shutdown()
+            except Exception:  # noqa: BLE001  # leaving anyway; the line is printed already
+                pass
         exit_now(code)
     return code

@@ -130,20 +130,28 @@ def _start_run(stack: contextlib.ExitStack, state: TrainState, options: FitOptio
     """
     start_epoch, history, restored = 0, [], False
     directory = options.checkpoint_dir
-    if directory is not None:
-        from .. import checkpoint
-        from ..checkpoint._runs import resume
+    try:  # on a mesh of several processes, a failure here stops each with one line
+        if directory is not None:
+            from .. import checkpoint
+            from ..checkpoint._runs import resume
 
-        stack.enter_context(checkpoint.lock(directory, log=options.log))
-        checkpoint.check_new_run(directory, resume=options.resume)
-        if options.resume:
-            given = state
-            state, start_epoch, history = resume(directory, state, options.config,
-                                                 options.log or (lambda _: None))
-            restored = state is not given
-    if not restored:
-        start_epoch = _continued_epochs(state, steps_per_epoch, epochs, options.log)
-    if mesh is not None:
+            stack.enter_context(checkpoint.lock(directory, log=options.log))
+            checkpoint.check_new_run(directory, resume=options.resume)
+            if options.resume:
+                given = state
+                state, start_epoch, history = resume(directory, state, options.config,
+                                                     options.log or (lambda _: None))
+                restored = state is not given
+        if not restored:
+            start_epoch = _continued_epochs(state, steps_per_epoch, epochs, options.log)
+    except Exception as e:  # noqa: BLE001  # raised again here, one line in the others
+        if mesh is None:
+            raise
+        parallel.check_together(failure=e)
+    if mesh is not None:  # the processes agree on what decides their steps, or all stop
+        config = {f"config[{k!r}]": v for k, v in (options.config or {}).items()}
+        parallel.check_together({"epochs": epochs, "batches per epoch": steps_per_epoch,
+                                 **config})
         state, start_epoch, history = parallel.start_from_primary(mesh, state, start_epoch,
                                                                   history)
     return state, start_epoch, history
