@@ -152,7 +152,9 @@ class NonFiniteError(FloatingPointError):
     def __init__(self, epoch: int, step: int, names: list[str]):
         self.epoch, self.step, self.names = epoch, step, names
         super().__init__(f"non-finite values at epoch {epoch}, step {step} of that epoch: "
-                         f"{', '.join(names)}; the last checkpoint (if any) is kept")
+                         f"{', '.join(names)}; the last checkpoint (if any) is kept"
+                         + ("; a NaN loss may also mean labels outside [0, C) (the losses "
+                            "make them NaN under jit)" if "loss" in names else ""))
 
 
 @jax.jit

@@ -135,6 +135,9 @@ def _load_pair(directory: Path, shown: str, split: str, *, official: str,
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{shown}: {images.shape[0]} images but {labels.shape[0]} labels "
                          f"for split {split!r}")
+    if images.shape[0] == 0:  # an empty dataset would fail later, far from its cause
+        raise ValueError(f"{shown}: holds 0 images for split {split!r}; expected at least one "
+                         f"(is it the right folder?)")
     if official != "ignore":
         if images.shape[1:] != (28, 28):
             raise ValueError(f"{shown}: holds {images.shape[1]}x{images.shape[2]} images; MNIST's "

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _checks
+
 __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
@@ -66,40 +68,23 @@ def _reduce(loss: jax.Array, reduction: str, mask: jax.Array | None) -> jax.Arra
     return jnp.sum(loss) / denominator
 
 
-def _first_bad(bad: np.ndarray) -> tuple[int, ...] | int:
-    """Index of the first True in ``bad``: an int for 1-D arrays, else a tuple."""
-    index = tuple(int(i) for i in np.argwhere(bad)[0])
-    return index[0] if len(index) == 1 else index
-
-
 def _check_class_inputs(name: str, scores, labels, fn: str):
     """Check and convert ``scores`` and ``labels``; labels are range-checked on the host.
 
-    The range check runs on a numpy copy *before* the conversion to a JAX
-    array, whose default int32 would wrap int64 labels >= 2**32 into valid
-    classes. Traced labels (under ``jit``) cannot raise: ``_pick`` gives their
+    The checks are ``_checks.class_labels`` (shared with ``fit`` and
+    ``evaluate``): on a numpy copy *before* the conversion to a JAX array,
+    whose default int32 would wrap int64 labels >= 2**32 into valid classes.
+    Traced labels (under ``jit``) cannot raise: ``_pick`` gives their
     out-of-range examples a NaN loss instead.
     """
     scores = jnp.asarray(scores)
     if scores.ndim < 1:
         raise ValueError(f"{fn}: {name} must have a class dimension, got shape {scores.shape}")
     host = labels if isinstance(labels, jax.core.Tracer) else np.asarray(labels)
-    if not jnp.issubdtype(host.dtype, jnp.signedinteger):
-        hint = "cast with labels.astype(jnp.int32)"
-        if jnp.issubdtype(host.dtype, jnp.floating):
-            hint = f"for one-hot or probability targets pass labels.argmax(-1), else {hint}"
-        raise TypeError(f"{fn}: labels: expected a signed integer class index array, got "
-                        f"{host.dtype}; {hint}")
-    if host.shape != scores.shape[:-1]:
+    if host.shape != scores.shape[:-1] and jnp.issubdtype(host.dtype, jnp.signedinteger):
         raise ValueError(f"{fn}: labels must have shape {scores.shape[:-1]} ({name} "
                          f"shape {scores.shape} minus the class dimension), got {host.shape}")
-    num_classes = scores.shape[-1]
-    if isinstance(host, np.ndarray):
-        bad = (host < 0) | (host >= num_classes)
-        if bad.any():
-            index = _first_bad(bad)
-            raise ValueError(f"{fn}: labels: expected class indices in [0, {num_classes - 1}] "
-                             f"({num_classes} classes), got {host[index]!s} at index {index}")
+    host = _checks.class_labels(fn, host, scores.shape[-1])  # dtype first, then the range
     return scores, jnp.asarray(host)
 
 
@@ -208,7 +193,7 @@ def binary_cross_entropy(probs, targets, *, reduction: str = "mean", mask=None) 
         host = np.asarray(probs)
         bad = ~((host >= 0) & (host <= 1))  # NaN is out of range too, as in PyTorch
         if bad.any():
-            index = _first_bad(bad)
+            index = _checks.first_bad(bad)
             raise ValueError(f"binary_cross_entropy: probs: expected probabilities in [0, 1], "
                              f"got {host[index]!s} at index {index}; pass raw scores to "
                              f"binary_cross_entropy_with_logits")

@@ -205,6 +205,26 @@ CASES = [
     Case("evaluate-lengths", lambda ws, m: evaluate(lambda p, x: x, None,
                                                     (np.zeros((5, 2)), np.zeros(4, np.int32))),
          ValueError, r"expected equal first dimensions, got lengths \[5, 4\]"),
+    Case("fit-labels-minus-one", fit_with(data=(np.zeros((8, 3), np.float32),
+                                                -np.ones(8, np.int64))), ValueError,
+         r"train_data: labels: expected class indices in \[0, 1\] \(the model's 2 outputs\), "
+         r"got -1 at index 0"),
+    Case("fit-optimizer-family", lambda ws, m: fit(tiny_state(), nn.split(nn.MLP(3, [4], 2,
+                                                                               rngs=0)).apply,
+                                                   losses.cross_entropy, optax.adam(0.1),
+                                                   (np.zeros((8, 3), np.float32),
+                                                    np.zeros(8, np.int32)), epochs=1,
+                                                   progress=False, log=None), TypeError,
+         r"optimizer: expected one of the family the state was created with"),
+    Case("evaluate-one-hot", lambda ws, m: evaluate(
+        nn.split(nn.MLP(3, [4], 2, rngs=0)).apply, tiny_state(),
+        (np.zeros((8, 3), np.float32), np.eye(2, dtype=np.float32)[np.zeros(8, int)])),
+         ValueError, r"data: labels: .* which gives no accuracy; for one-hot labels pass "
+                     r"labels.argmax\(-1\)"),
+    Case("evaluate-empty", lambda ws, m: evaluate(
+        nn.split(nn.MLP(3, [4], 2, rngs=0)).apply, tiny_state(),
+        (np.zeros((0, 3), np.float32), np.zeros(0, np.int32))),
+         ValueError, "data: expected at least one example, got an empty dataset"),
     Case("config-lr", lambda ws, m: mnist.MnistConfig(lr=0.0), ValueError,
          "lr: expected a positive finite number, got 0.0"),
     Case("config-batch", lambda ws, m: mnist.MnistConfig(batch_size=-1), ValueError,

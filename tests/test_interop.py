@@ -330,6 +330,25 @@ def test_a_pt_file_with_a_pickle_payload_is_refused_without_running_it(torch, tm
     assert not marker.exists() and not Path("ck").exists()
 
 
+def test_a_file_named_for_the_other_format_says_what_it_is(torch, tmp_path):
+    """Issue 18: a renamed or random file is named for what it is, and torch's advice to set
+    weights_only=False (which would run the file's code) is never repeated."""
+    torch.save({"w": torch.ones(2)}, tmp_path / "t.pt")
+    (tmp_path / "t.pt").rename(tmp_path / "t.safetensors")
+    interop.save(tmp_path / "s.safetensors", {"w": np.ones(2, np.float32)})
+    (tmp_path / "s.safetensors").rename(tmp_path / "s.pt")
+    (tmp_path / "noise.pth").write_bytes(b"\x13" + np.random.default_rng(0).bytes(511))
+    for name, match in [
+            ("t.safetensors", r"t.safetensors: not a safetensors file: it looks like a PyTorch "
+                              r"file \(a zip archive\): rename it to t.pt"),
+            ("s.pt", r"s.pt: not a PyTorch file: it looks like a safetensors file: rename it "
+                     r"to s.safetensors"),
+            ("noise.pth", r"noise.pth: not a PyTorch file \(no zip archive / pickle header\)")]:
+        with pytest.raises(ValueError, match=match) as info:
+            interop.load(tmp_path / name)
+        assert "weights_only=False" not in str(info.value) and "\n" not in str(info.value)
+
+
 def test_a_training_checkpoint_dict_needs_key(torch, tmp_path):
     model = torch_mlp(torch, [3, 2])
     optimizer = torch.optim.Adam(model.parameters())

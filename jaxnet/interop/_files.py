@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -25,6 +26,75 @@ from ._state_dict import (
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
+# The safetensors dtypes numpy reads (BF16 through ml_dtypes, which JAX brings); the F8 and
+# sub-byte ones fail inside safetensors.numpy with "module 'numpy' has no attribute ...".
+SAFETENSORS_DTYPES = ("BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64", "F16",
+                      "BF16", "F32", "F64")
+_SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors format's own limit
+
+
+def _sniff(file: Path) -> str:
+    """What ``file``'s first bytes say it is, whatever its name.
+
+    Returns:
+      ``"zip"`` (``torch.save``'s format), ``"pickle"`` (its legacy format),
+      ``"tar"`` (its oldest), ``"safetensors"`` (an 8-byte header length, then
+      ``{``), ``"empty"``, or ``""`` for none of these.
+    """
+    with open(file, "rb") as f:
+        head = f.read(264)
+    if not head:
+        return "empty"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:  # pickle protocol 2-5
+        return "pickle"
+    if head[257:262] == b"ustar":
+        return "tar"
+    n = int.from_bytes(head[:8], "little")
+    if len(head) > 8 and head[8:9] == b"{" and 2 <= n <= file.stat().st_size - 8:
+        return "safetensors"
+    return ""
+
+
+def _check_safetensors(file: Path, shown: str) -> None:
+    """Refuse, saying what it is, a file named ``.safetensors`` that is not one or holds a
+    dtype numpy cannot read; a header that does not parse is left to the reader."""
+    kind = _sniff(file)
+    if kind in ("zip", "pickle", "tar"):
+        what = "a zip archive" if kind == "zip" else f"a {kind} file"
+        raise ValueError(f"{shown}: not a safetensors file: it looks like a PyTorch file "
+                         f"({what}): rename it to {Path(shown).stem}.pt")
+    if kind != "safetensors":
+        return
+    with open(file, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if n > _SAFETENSORS_MAX_HEADER:
+            return
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            return
+    if not isinstance(header, dict):
+        return
+    for name, entry in header.items():
+        dtype = entry.get("dtype") if isinstance(entry, dict) and name != "__metadata__" else None
+        if isinstance(dtype, str) and dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(f"{shown}: tensor {name!r} has dtype {dtype}, which is not "
+                             f"supported (jaxnet reads {', '.join(SAFETENSORS_DTYPES)}); save "
+                             f"it as float32 in PyTorch: {{k: v.float() for k, v in sd.items()}}")
+
+
+def _check_torch_file(file: Path, shown: str) -> None:
+    """Refuse, saying what it is, a file named ``.pt`` that ``torch.load`` could not read."""
+    kind = _sniff(file)
+    if kind == "empty":
+        raise ValueError(f"{shown}: not a PyTorch file (an empty file)")
+    if kind == "safetensors":
+        raise ValueError(f"{shown}: not a PyTorch file: it looks like a safetensors file: "
+                         f"rename it to {Path(shown).stem}{SAFETENSORS_SUFFIX}")
+    if kind == "":
+        raise ValueError(f"{shown}: not a PyTorch file (no zip archive / pickle header)")
 
 
 def _import_safetensors(why: str):
@@ -83,8 +153,12 @@ def _refusal(e: BaseException) -> str:
     found = re.search(r"GLOBAL ([\w.]+)", text)
     if found:
         return f"it names {found.group(1)}, which weights_only=True does not allow"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
+    # torch's own advice (re-run with weights_only=False) would run the file's code: never
+    lines = [ln.strip() for ln in text.splitlines()
+             if ln.strip() and "weights_only" not in ln and "arbitrary code" not in ln]
+    found = [ln for ln in lines if ln.startswith("WeightsUnpickler error")]
+    return (found or lines or [f"torch.load(weights_only=True) refused it: "
+                               f"{type(e).__name__}"])[0]
 
 
 def load(path, *, key: str | None = None) -> dict[str, np.ndarray]:
@@ -123,11 +197,13 @@ def load(path, *, key: str | None = None) -> dict[str, np.ndarray]:
             raise ValueError(f"key: only for PyTorch files; {shown} is a flat safetensors "
                              f"file (key={key!r})")
         st = _import_safetensors(f"reading {shown}")
+        _check_safetensors(file, shown)
         try:
             arrays = st.load_file(file, backend="pread")
         except Exception as e:  # the Rust reader raises its own error types
             raise ValueError(f"{shown}: not a readable safetensors file ({e})") from None
         return {k: np.array(v) for k, v in arrays.items()}
+    _check_torch_file(file, shown)
     torch = _import_torch(f"reading the PyTorch file {shown}")
     try:
         with warnings.catch_warnings():

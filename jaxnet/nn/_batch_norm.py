@@ -22,6 +22,9 @@ class BatchNorm1d(_Described):
     (``nnx.BatchStat``), which ``split`` returns as ``state`` and the
     train step carries in ``TrainState.model_state``.
 
+    In training a batch of one value per channel (input ``(1, C)``) is refused,
+    as PyTorch does ("Expected more than 1 value per channel when training").
+
     Note: in a padded last batch (``DataLoader(pad_last=True)``, which ``fit``
     uses) the padding rows count in that batch's statistics; use
     ``drop_last=True`` to match PyTorch exactly there.
@@ -67,8 +70,12 @@ class BatchNorm1d(_Described):
         if self.use_running_average:
             mean, var = self.running_mean[...], self.running_var[...]
         else:
+            n = x.size // self.num_features  # static under jit: the batch shape is
+            if n < 2:  # PyTorch raises too: one value's variance is 0, the output all zeros
+                raise ValueError(f"BatchNorm1d: expected more than 1 value per channel when "
+                                 f"training, got input shape {tuple(x.shape)}; use a batch "
+                                 f"of 2 or more, or evaluate (train=False)")
             mean, var = jnp.mean(x, axes), jnp.var(x, axes)
-            n = x.size // self.num_features
             unbiased = var * (n / max(n - 1, 1))
             m = self.momentum
             self.running_mean[...] = jax.lax.stop_gradient(

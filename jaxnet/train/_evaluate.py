@@ -88,9 +88,14 @@ def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
         params, model_state = params.params, params.model_state
     model_state = {} if model_state is None else model_state
     check_live((params, model_state), "state", "state, metrics = step(state, batch)")
+    from ._inputs import check_apply, check_not_empty, label_checked  # labels: on the host
+
+    check_apply(apply)
+    check_not_empty(data, "data")
     loader = as_loader(data, "data", defaults=(positive_int("batch_size", batch_size), False, 0),
                        round_to=1 if mesh is None else mesh.size)
-    batches = Batches(loader, mesh, name="data")
+    batches = label_checked(Batches(loader, mesh, name="data"), apply, params, model_state,
+                            loss_fn=loss_fn)
     params, model_state = batches.place((params, model_state))
     if batches.on_device:
         indices, mask, _ = batches.index_batches(0)

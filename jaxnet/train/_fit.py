@@ -22,6 +22,7 @@ from ..nn._requires_grad import check as check_requires_grad
 from ._batches import Batches, as_loader
 from ._epoch import epoch_runner
 from ._evaluate import evaluate
+from ._inputs import check_apply, check_not_empty, check_optimizer, label_checked
 from ._state import TrainState
 from ._step import Apply, LossFn, first_non_finite
 
@@ -311,6 +312,10 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
     options = FitOptions(batch_size, shuffle, seed, check_finite, checkpoint_dir, keep, resume,
                          config, progress, log)
     epochs = _check_epochs(epochs)
+    check_apply(apply)
+    check_not_empty(train_data, "train_data")
+    if val_data is not None:
+        check_not_empty(val_data, "val_data")
     loader = as_loader(train_data, "train_data", batch_size=batch_size, shuffle=shuffle,
                        seed=seed)
     val_loader = None if val_data is None else as_loader(
@@ -318,7 +323,15 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
     model = getattr(apply, "model", None)  # the model nn.split(model) made apply from
     if model is not None:  # requires_grad set after nn.split: refused, not ignored
         check_requires_grad(model, metadata=True)
-    batches = Batches(loader, mesh)
+    check_live(state, "state", "state, history = fit(state, ...)")
+    check_optimizer(state, optimizer)
+    # Labels on the host, before anything compiles: an array dataset's once per fit, a
+    # per-item dataset's batch by batch as they are fetched (jit would wrap -1 to class C-1).
+    batches = label_checked(Batches(loader, mesh), apply, state.params, state.model_state,
+                            train=True, rng=state.rng)
+    if val_loader is not None:
+        label_checked(Batches(val_loader, mesh, name="val_data"), apply, state.params,
+                      state.model_state, loss_fn=loss_fn)
     runner = epoch_runner(apply, loss_fn, optimizer, batches)
     options = options.for_this_process()
     builtin, callbacks = options.callbacks(), list(callbacks)
