@@ -157,22 +157,17 @@ class NonFiniteError(FloatingPointError):
                             "make them NaN under jit)" if "loss" in names else ""))
 
 
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
-        return jnp.bool_(True)
-    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
-
-
 class FiniteCheck(Callback):
-    """Stop with ``NonFiniteError`` naming the epoch, step and parameter of a NaN/Inf.
+    """Stop with ``NonFiniteError`` naming the epoch, step and value of a NaN/Inf.
 
-    The hot path pays little: the epoch's mean loss and, once per epoch, the
-    parameters are checked (a NaN gradient poisons both). Only when a check
-    fails is the epoch replayed from a copy of its starting state with a
-    per-parameter check every step, to name the first culprit. Put it before
-    ``Checkpoint`` so that a poisoned state is never saved (``fit`` does).
+    It covers all that a checkpoint saves: parameters, model state (BatchNorm
+    statistics) and optimizer state, named as you index them
+    (``model_state['layers'][1]['running_var']``). The hot path pays little:
+    the epoch's mean loss and, once per epoch, the state are checked. Only
+    when a check fails is the epoch replayed from a copy of its starting state,
+    checked every step, to name the first culprit. Put it before ``Checkpoint``
+    so that a poisoned state is never saved (``fit`` does). A run continued
+    from a state holding NaN/Inf is refused before its first epoch.
 
     ``fit(check_finite=True)`` (the default) adds one; here it is passed by hand:
 
@@ -194,16 +189,27 @@ class FiniteCheck(Callback):
         self._start = None
 
     def on_epoch_begin(self, run, epoch, state):
+        from .checkpoint._finite import all_finite, non_finite_paths, refusal
+
+        if run.start_epoch > 0 and epoch == run.start_epoch + 1 and not all_finite(state):
+            error = NonFiniteError(epoch, 0, non_finite_paths(state))  # e.g. a NaN checkpoint
+            error.args = (refusal(f"state: the state epoch {epoch} would continue from (the "
+                                  f"checkpoint step_{epoch - 1:08d} of a resumed run, or a "
+                                  f"state trained before)", error.names),)
+            raise error
         # The train step donates (consumes) the state: keep a copy to replay from.
         self._start = jax.tree.map(jnp.copy, state)
 
     def on_epoch_end(self, run, epoch, state, logs):
-        if math.isfinite(logs["train_loss"]) and bool(_all_finite(state.params)):
+        from .checkpoint._finite import all_finite, non_finite_paths
+
+        if math.isfinite(logs["train_loss"]) and all_finite(state):
             return None
         found = None if run.find_non_finite is None else run.find_non_finite(self._start, epoch)
         if found is not None:
             raise NonFiniteError(epoch, *found)
-        raise NonFiniteError(epoch, len(run.loader) - 1, ["parameters after the epoch"])
+        names = non_finite_paths(state) or ["loss"]
+        raise NonFiniteError(epoch, len(run.loader) - 1, [f"{n} after the epoch" for n in names])
 
 
 class Checkpoint(Callback):

@@ -174,13 +174,14 @@ def test_resume_refuses_another_config_before_saying_or_changing_anything(tmp_pa
     from jaxnet.checkpoint._runs import epoch_metadata, resume
 
     like = {"w": jnp.zeros(2)}
+    entry = {"epoch": 1, "run": 0, "train_loss": 0.5, "train_seconds": 0.25, "seconds": 0.5}
     checkpoint.save("ck", {"w": jnp.ones(2)}, step=1,
-                    metadata=epoch_metadata(1, [{"epoch": 1}], {"lr": 0.1, "epochs": 1}))
+                    metadata=epoch_metadata(1, [entry], {"lr": 0.1, "epochs": 1}))
     lines = []
     with pytest.raises(ValueError, match=r"^resume: ck was written by a run with another "
                                          r"configuration: lr 0.1 \(checkpoint\) vs 0.2 \(now\)"):
         resume("ck", like, {"lr": 0.2, "epochs": 2}, lines.append)
     assert lines == [] and checkpoint.all_steps("ck") == [1]
     state, epoch, history = resume("ck", like, {"lr": 0.1, "epochs": 2}, lines.append)
-    assert state["w"].tolist() == [1.0, 1.0] and (epoch, history) == (1, [{"epoch": 1}])
+    assert state["w"].tolist() == [1.0, 1.0] and (epoch, history) == (1, [entry])
     assert lines == ["resume: continuing from ck/step_00000001 (epoch 1)"]

@@ -413,6 +413,26 @@ def step2_manifest(edit):
     return damage
 
 
+FIT_ENTRY = {"run": 0, "train_loss": 0.5, "train_seconds": 0.25, "seconds": 0.5}
+
+
+def fit_steps(damage):
+    """Steps 1 and 2 with fit's metadata; step 2's damaged by ``damage(metadata)``."""
+    def setup(ws):
+        history = [{"epoch": 1, **FIT_ENTRY}, {"epoch": 2, **FIT_ENTRY}]
+        edit_manifest(lambda m: {**m, "metadata": {"epoch": 1, "history": history[:1]}})(ws)
+        checkpoint.save(CK, STATE, step=2, metadata={"epoch": 2, "history": history})
+        step2_manifest(lambda m: (damage(m["metadata"]), m)[1])(ws)
+    return setup
+
+
+def fit_resume(ws):
+    from jaxnet.checkpoint._runs import resume
+
+    state, epoch, history = resume(CK, STATE, None, lambda line: None)
+    return state, epoch, history, None
+
+
 def concurrent_prune(ws):
     """A pruner in another process removes the checkpoint while it is being read."""
     original = _fs.read_bounded
@@ -606,6 +626,17 @@ CASES = [
     Case("resume-falls-back-fifo", bounded(resume), check=fell_back,
          setup=resume_after(replace_with_fifo(lambda ws: array_file(ws, 2))),
          may_change=(ST2,)),
+
+    # fit's resume: metadata that passes the schema but not fit (more: test_checkpoint_metadata)
+    Case("fit-resume-falls-back-history-run-str", fit_resume, check=fell_back,
+         setup=fit_steps(lambda m: m["history"][0].__setitem__("run", "x")),
+         may_change=(STEP1, ST2)),
+    Case("fit-resume-falls-back-epoch-not-step", fit_resume, check=fell_back,
+         setup=fit_steps(lambda m: m.__setitem__("epoch", 99)), may_change=(STEP1, ST2)),
+    Case("save-restore-zero-size-array", lambda ws: (
+        checkpoint.save(CK, {**STATE, "e": np.zeros((0, 3), np.float32)}, step=2),
+        checkpoint.restore(CK, like={**STATE, "e": np.zeros((0, 3), np.float32)}, step=2))[1],
+         check=lambda ws, r: ok(same(r), r["e"].shape == (0, 3))),
 
     # ---- jaxnet deletes only what it created
     Case("user-lookalike-folders-survive-save-and-prune",

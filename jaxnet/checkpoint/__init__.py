@@ -22,6 +22,12 @@ Contract:
   every file's type, size and sha256 before reading arrays, then every
   array's digest: ``CheckpointCorruptError``. Only arrays and JSON; no pickle.
 * Checked against ``like``: structure, shapes, dtypes (``CheckpointMismatchError``).
+  Any array may be empty (a zero-size dimension), and a state may have no arrays.
+* ``fit``'s resume also checks the metadata it relies on (the epoch is the step;
+  each history entry's epoch, run, losses and seconds): a bad one is damaged,
+  moved aside for an older intact checkpoint with one line naming the field.
+  A checkpoint holding NaN/Inf is refused (``CheckpointNonFiniteError``)
+  unless the run passes ``check_finite=False`` too.
 * Never overwritten (``CheckpointExistsError``); jaxnet deletes only its own
   marked work folders and what ``keep=`` prunes.
 * SIGINT/SIGTERM during a save or restore take effect when it is done.
@@ -29,8 +35,9 @@ Contract:
 
 Files: ``_errors`` (exceptions) · ``_layout`` (paths, step names, listing, work
 folders) · ``_lock`` (the writer lock) · ``_manifest`` (schema, file records,
-verification) · ``_orbax`` (the orbax adapter) · ``_store`` (save, prune,
-restore, load_metadata, check_writable; knows nothing of ``fit``) · ``_runs``
+verification) · ``_orbax`` (the orbax adapter) · ``_finite`` (which saved values
+are NaN/Inf, by path) · ``_store`` (save, prune, restore, load_metadata,
+check_writable; knows nothing of ``fit``) · ``_runs``
 (``fit``'s protocol: new-run check, resume, epoch metadata, config check).
 """
 
@@ -39,6 +46,7 @@ from ._errors import CheckpointError as CheckpointError
 from ._errors import CheckpointExistsError as CheckpointExistsError
 from ._errors import CheckpointLockedError as CheckpointLockedError
 from ._errors import CheckpointMismatchError as CheckpointMismatchError
+from ._errors import CheckpointNonFiniteError as CheckpointNonFiniteError
 from ._errors import CheckpointNotFoundError as CheckpointNotFoundError
 from ._layout import all_steps as all_steps
 from ._layout import latest_step as latest_step
@@ -56,6 +64,7 @@ __all__ = [
     "CheckpointExistsError",
     "CheckpointLockedError",
     "CheckpointMismatchError",
+    "CheckpointNonFiniteError",
     "CheckpointNotFoundError",
     "all_steps",
     "check_new_run",

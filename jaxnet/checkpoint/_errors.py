@@ -6,7 +6,8 @@ import errno
 import os
 
 __all__ = ["CheckpointCorruptError", "CheckpointError", "CheckpointExistsError",
-           "CheckpointLockedError", "CheckpointMismatchError", "CheckpointNotFoundError", "why"]
+           "CheckpointLockedError", "CheckpointMismatchError", "CheckpointNonFiniteError",
+           "CheckpointNotFoundError", "why"]
 
 
 class CheckpointError(Exception):
@@ -33,8 +34,14 @@ class CheckpointLockedError(CheckpointError):
     """Another process holds the checkpoint folder's lock (the message names it)."""
 
 
+class CheckpointNonFiniteError(CheckpointError, FloatingPointError):
+    """A checkpoint to resume holds NaN/Inf (saved with ``check_finite=False``); the
+    message names the step, the values and the flag."""
+
+
 for _cls in (CheckpointError, CheckpointNotFoundError, CheckpointCorruptError,
-             CheckpointMismatchError, CheckpointExistsError, CheckpointLockedError):
+             CheckpointMismatchError, CheckpointExistsError, CheckpointLockedError,
+             CheckpointNonFiniteError):
     _cls.__module__ = "jaxnet.checkpoint"  # raised and caught as jaxnet.checkpoint.X
 del _cls
 

@@ -89,6 +89,21 @@ def flat(leaves: list) -> dict[str, Any]:
     return {f"{i:05d}": x for i, x in enumerate(leaves)}
 
 
+def stored_leaves(leaves: list) -> dict[str, Any]:
+    """``flat(leaves)`` without the zero-size arrays, which orbax refuses to write: an
+    empty array is all shape and dtype, and the manifest records both (and its digest)."""
+    return {k: x for k, x in flat(leaves).items() if np.size(x) > 0}
+
+
+def empty_like(x) -> jax.Array | np.ndarray:
+    """The restored value of a zero-size leaf of ``like``: its shape and dtype, placed as
+    ``restore_target`` places the others."""
+    target = restore_target(x)
+    if isinstance(target, np.ndarray):
+        return target
+    return jax.device_put(np.zeros(target.shape, target.dtype), target.sharding)
+
+
 def restore_target(x) -> jax.ShapeDtypeStruct | np.ndarray:
     if jax.process_count() > 1:  # restored as numpy, by this process alone (see checkpointer)
         return np.zeros(np.shape(x), jnp.asarray(x).dtype)

@@ -19,9 +19,11 @@ from ._errors import (
     CheckpointCorruptError,
     CheckpointError,
     CheckpointExistsError,
+    CheckpointNonFiniteError,
     CheckpointNotFoundError,
     why,
 )
+from ._finite import non_finite_paths, refusal
 from ._layout import paths, scan_steps, step_name
 from ._lock import check_unlocked, lock
 from ._manifest import read_manifest, schema_error, type_name
@@ -96,6 +98,79 @@ def resume_fields(meta: dict, step: int, shown_step: str) -> tuple[int, list, di
     return epoch, history, config
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type_name(value)} {text[:40]}" if not _number(value) else text[:40]
+
+
+_SECONDS = ("train_seconds", "seconds", "compile_seconds")  # finite and >= 0
+_LOSSES = ("train_loss", "val_loss", "val_accuracy")  # numbers (NaN allowed)
+
+
+def check_fit_metadata(epoch: int, history: list, step: int, shown_step: str) -> None:
+    """What ``fit`` and its callers rely on in the metadata of a checkpoint ``fit`` wrote.
+
+    ``fit`` saves epoch ``N`` as step ``N``; each history entry has an int
+    ``epoch`` (increasing, the last one ``epoch``), numbers ``train_loss`` and
+    ``train_seconds``, and, when present, an int ``run`` >= 0 and numeric
+    ``seconds``/``compile_seconds``/``val_loss``/``val_accuracy``. Anything else
+    is a damaged checkpoint (``CheckpointCorruptError`` naming the field), so a
+    resume falls back to an older one instead of crashing after an epoch.
+
+    >>> good = {"epoch": 1, "run": 0, "train_loss": 0.5, "train_seconds": 0.1}
+    >>> check_fit_metadata(1, [good], 1, "ck/step_00000001")
+    >>> check_fit_metadata(1, [{**good, "run": "x"}], 1, "ck/step_00000001")
+    Traceback (most recent call last):
+    ...
+    jaxnet.checkpoint.CheckpointCorruptError: checkpoint ck/step_00000001: manifest.json is \
+malformed: metadata history[0].run must be an int >= 0, got str 'x'
+    """
+    if epoch != step:
+        raise schema_error(shown_step, f"metadata 'epoch' is {epoch}, but fit saves the "
+                                       f"checkpoint of epoch N as step N (this is step {step})")
+    previous = 0
+    for i, entry in enumerate(history):
+        where = f"metadata history[{i}]"
+        value, last = entry.get("epoch"), i == len(history) - 1
+        if not _is_int(value) or not previous < value <= epoch or (last and value != epoch):
+            want = f"{epoch} (the last entry)" if last else f"above {previous} and below {epoch}"
+            raise schema_error(shown_step, f"{where}.epoch must be an int {want}, got "
+                                           f"{_shown(value)}")
+        previous = value
+        for key in ("train_loss", "train_seconds"):
+            if key not in entry:
+                raise schema_error(shown_step, f"{where}.{key} is missing (fit writes one "
+                                               f"per epoch)")
+        for key, value in entry.items():
+            if key == "run" and not (_is_int(value) and value >= 0):
+                raise schema_error(shown_step, f"{where}.run must be an int >= 0, got "
+                                               f"{_shown(value)}")
+            if key in _SECONDS and not (_number(value) and 0 <= value < float("inf")):
+                raise schema_error(shown_step, f"{where}.{key} must be a number of seconds "
+                                               f">= 0, got {_shown(value)}")
+            if key in _LOSSES and not _number(value):
+                raise schema_error(shown_step, f"{where}.{key} must be a number, got "
+                                               f"{_shown(value)}")
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality where ``true`` is not ``1``/``1.0`` (Python's ``True == 1``) and a
+    list is not a tuple of other types; ``1 == 1.0`` (JSON has one number type)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if _number(a) and _number(b):
+        return a == b
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
 def check_same_config(saved: dict | None, config: dict | None, directory) -> None:
     """A run resumes only with the configuration it started with; ``epochs`` may grow.
 
@@ -138,7 +213,7 @@ def config_diff(saved: dict, config: dict, *, now: str = "now") -> str:
     """
     keys = sorted(set(saved) | set(config))
     return ", ".join(f"{k} {saved.get(k)!r} (checkpoint) vs {config.get(k)!r} ({now})"
-                     for k in keys if k != "epochs" and saved.get(k) != config.get(k))
+                     for k in keys if k != "epochs" and not _same(saved.get(k), config.get(k)))
 
 
 def _move_aside(path: Path, shown: str, damaged: list, log: Callable[[str], Any]) -> None:
@@ -157,9 +232,12 @@ def _move_aside(path: Path, shown: str, damaged: list, log: Callable[[str], Any]
 
 
 def _resume(directory, like: Any, log: Callable[[str], Any],
-            check: Callable[[dict | None], None]) -> tuple[Any, int, list, dict | None]:
-    """``resume_state`` that calls ``check(config)`` on each candidate's saved config
-    before restoring it and before saying or changing anything; each manifest is read once."""
+            check: Callable[[int, list, dict | None, int, str], None],
+            check_finite: bool = False) -> tuple[Any, int, list, dict | None]:
+    """``resume_state`` that calls ``check(epoch, history, config, step, shown_step)`` on
+    each candidate before restoring it and before saying or changing anything (a
+    ``CheckpointCorruptError`` there makes it damaged); each manifest is read once. With
+    ``check_finite``, a restored state holding NaN/Inf is refused, changing nothing."""
     path, shown = paths(directory)
     with lock(directory, log=log):
         steps = scan_steps(path, shown)
@@ -172,7 +250,7 @@ def _resume(directory, like: Any, log: Callable[[str], Any],
             try:
                 manifest = read_manifest(path, shown, step)
                 epoch, history, config = resume_fields(manifest["metadata"], step, shown_step)
-                check(config)
+                check(epoch, history, config, step, shown_step)
                 with _proc.signals_deferred():
                     state, _ = restore_step(path, shown, like, step, manifest)
             except CheckpointCorruptError as e:
@@ -180,6 +258,10 @@ def _resume(directory, like: Any, log: Callable[[str], Any],
                 continue
             except CheckpointNotFoundError:
                 continue
+            bad = non_finite_paths(state) if check_finite else []
+            if bad:
+                raise CheckpointNonFiniteError(f"resume: {refusal(shown_step, bad)}; nothing "
+                                               f"was changed")
             _move_aside(path, shown, damaged, log)
             log(f"resume: continuing from {shown_step} (epoch {epoch})")
             return state, epoch, list(history), config
@@ -221,18 +303,23 @@ def resume_state(directory, like: Any, *, log=print) -> tuple[Any, int, list, di
     >>> state["w"].tolist(), epoch, history, config
     ([1.0, 1.0], 3, [{'epoch': 3}], None)
     """
-    return _resume(directory, like, log, lambda config: None)
+    return _resume(directory, like, log, lambda *fields: None)
 
 
 def resume(checkpoint_dir, state: Any, config: dict | None,
-           log: Callable[[str], Any]) -> tuple[Any, int, list[dict]]:
+           log: Callable[[str], Any], *, check_finite: bool = False) -> tuple[Any, int, list[dict]]:
     """``fit``'s resume: the newest intact checkpoint, refused if its config differs.
+
+    A checkpoint whose metadata ``fit`` cannot use (``check_fit_metadata``) is
+    damaged: moved aside in favour of an older one, as damaged files are.
 
     Args:
       checkpoint_dir: the run's checkpoint folder (any path).
       state: the fresh state (restored into; returned as is when there is nothing).
       config: this run's configuration, or ``None`` (not compared).
       log: called with each line (where the run continues from, warnings).
+      check_finite: refuse a checkpoint holding NaN/Inf (``CheckpointNonFiniteError``
+        naming the step and the values); ``fit`` passes its ``check_finite``.
 
     Returns:
       ``(state, start_epoch, history)``.
@@ -249,6 +336,9 @@ def resume(checkpoint_dir, state: Any, config: dict | None,
     resume: continuing from .../step_00000001 (epoch 1)
     (1, [])
     """
-    state, epoch, history, _ = _resume(
-        checkpoint_dir, state, log, lambda saved: check_same_config(saved, config, checkpoint_dir))
+    def check(epoch, history, saved, step, shown_step):
+        check_fit_metadata(epoch, history, step, shown_step)
+        check_same_config(saved, config, checkpoint_dir)
+
+    state, epoch, history, _ = _resume(checkpoint_dir, state, log, check, check_finite)
     return state, epoch, history

@@ -36,7 +36,16 @@ from ._layout import (
 )
 from ._lock import lock
 from ._manifest import FORMAT, check_like, check_metadata, file_records, read_manifest, verify_files
-from ._orbax import checkpointer, flat, host_local, orbax_why, quiet_orbax, restore_target
+from ._orbax import (
+    checkpointer,
+    empty_like,
+    flat,
+    host_local,
+    orbax_why,
+    quiet_orbax,
+    restore_target,
+    stored_leaves,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +108,11 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
             work = new_work_dir(path, "save")
             build = work / name
             build.mkdir()
-            with quiet_orbax():
-                checkpointer(ocp).save(
-                    build / "arrays",
-                    args=ocp.args.StandardSave(flat([host_local(x) for x in leaves])))
+            stored = stored_leaves([host_local(x) for x in leaves])
+            if stored:  # orbax refuses empty arrays and empty trees: the manifest holds them
+                with quiet_orbax():
+                    checkpointer(ocp).save(build / "arrays",
+                                           args=ocp.args.StandardSave(stored))
             manifest = {"format": FORMAT, "step": step, "leaves": entries,
                         "files": file_records(build), "metadata": metadata or {}}
             _fs.write_new(build / MANIFEST, json.dumps(manifest, indent=1).encode())
@@ -201,15 +211,21 @@ def restore_step(path: Path, shown: str, like: Any, step: int,
             manifest = read_manifest(path, shown, step)
         verify_files(step_path, shown_step, manifest)
         leaves = check_like(shown_step, manifest, like)
-        target = {k: restore_target(x) for k, x in flat(leaves).items()}
+        target = {k: restore_target(x) for k, x in stored_leaves(leaves).items()}
+        restored = {}
         try:
-            with quiet_orbax():
-                restored = checkpointer(ocp).restore(
-                    step_path / "arrays", args=ocp.args.StandardRestore(target))
+            if target:
+                with quiet_orbax():
+                    restored = checkpointer(ocp).restore(
+                        step_path / "arrays", args=ocp.args.StandardRestore(target))
         except Exception as e:  # orbax/tensorstore raise many types for damaged data
             raise CheckpointCorruptError(f"checkpoint {shown_step}: could not read arrays: "
                                          f"{orbax_why(e)}") from e
-        values = [restored[k] for k in sorted(restored)]
+        if sorted(restored) != sorted(target):
+            raise CheckpointCorruptError(f"checkpoint {shown_step}: its arrays are not the "
+                                         f"ones its {MANIFEST} lists")
+        values = [restored[k] if k in restored else empty_like(x)
+                  for k, x in flat(leaves).items()]
         for entry, value in zip(manifest["leaves"], values, strict=True):
             if array_digest(value) != entry["sha256"]:
                 raise CheckpointCorruptError(f"checkpoint {shown_step}: array {entry['path']} "

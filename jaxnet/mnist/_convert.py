@@ -29,9 +29,38 @@ def _config_from_json(saved: dict, shown: str) -> MnistConfig:
         raise ValueError(f"source: {shown} was not written by jaxnet train mnist (its config "
                          f"has {unknown}); convert other models with interop.to_torch_state_dict")
     values = {k: v for k, v in saved.items() if k in names}
-    if "hidden" in values:
-        values["hidden"] = tuple(values["hidden"])
-    return MnistConfig(**values)
+    try:
+        for key, value in saved.items():
+            _check_json_type(key, value)
+        if "hidden" in values:
+            values["hidden"] = tuple(values["hidden"])
+        return MnistConfig(**values)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"source: {shown} has a damaged saved config: {e}; convert an intact "
+                         f"checkpoint (--step), or give the settings and convert the model "
+                         f"from a state-dict file") from None
+
+
+_JSON_TYPES = {"epochs": int, "batch_size": int, "seed": int, "val_split": int,
+               "schedule_steps": int, "lr": float, "momentum": float,
+               "label_smoothing": float, "dropout": float, "optimizer": str, "schedule": str,
+               "loss": str}
+
+
+def _check_json_type(key: str, value: Any) -> None:
+    """A saved ``MnistConfig`` field has the JSON type ``train mnist`` writes (``true``
+    is not a learning rate of 1.0, nor ``16`` a list of layer sizes)."""
+    if key == "hidden":
+        if not isinstance(value, list) or not value or not all(
+                isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in value):
+            raise ValueError(f"hidden: expected a list of positive ints, got {value!r:.60}")
+        return
+    want = _JSON_TYPES[key]
+    ok = isinstance(value, int | float if want is float else want) \
+        and not isinstance(value, bool)
+    if not ok:
+        raise ValueError(f"{key}: expected {'an' if want is int else 'a'} {want.__name__}, got "
+                         f"{value!r:.60}")
 
 
 def _fresh_state(model, config: MnistConfig) -> TrainState:

@@ -61,17 +61,25 @@ def first_non_finite(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTra
 
     Returns:
       ``(i, names)`` for the first batch ``i`` whose loss or a gradient is not
-      finite (``names`` like ``["loss", "grad of layers.0.weight"]``), or ``None``.
+      finite, or after which a value of the state is not (``names`` like
+      ``["loss", "grad of layers/0/kernel"]`` or
+      ``["model_state['layers'][1]['running_var']"]``: BatchNorm statistics and
+      the optimizer state count, as all that a checkpoint saves), or ``None``.
     """
+    from ..checkpoint._finite import all_finite, non_finite_paths
+
     step = make_train_step(apply, loss_fn, optimizer, check_finite=True, donate=False)._jitted
     paths = leaf_paths(state.params)
     replay = state
     for i, batch in enumerate(batches):
         replay, metrics = step(replay, batch)
         flags = np.asarray(metrics["finite"])
-        if not flags.all():
-            return i, ["loss" if j == 0 else f"grad of {paths[j - 1]}"
-                       for j in np.flatnonzero(~flags)]
+        names = ["loss" if j == 0 else f"grad of {paths[j - 1]}"
+                 for j in np.flatnonzero(~flags)]
+        if names:  # the cause; the state's values follow from it
+            return i, names
+        if not all_finite(replay):  # finite loss and gradients: a statistic or moment
+            return i, non_finite_paths(replay)
     return None
 
 
