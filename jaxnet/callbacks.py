@@ -323,7 +323,9 @@ class ProgressBar(Callback):
         self._per_batch = run.loader.arrays is None
         remaining = run.epochs - run.start_epoch
         total = remaining * len(run.loader) if self._per_batch else remaining
-        self.bar = tqdm(total=total, unit="batch" if self._per_batch else "epoch", leave=False)
+        # no stderr (a daemon, 2>&-): no bar, rather than a crash at its first write
+        self.bar = tqdm(total=total, unit="batch" if self._per_batch else "epoch", leave=False,
+                        disable=sys.stderr is None)
 
     def on_batch_end(self, run, batch, loss):
         if not self._per_batch:  # the scan path: the bar counts epochs

@@ -41,7 +41,8 @@ def test_train_mnist_one_epoch_end_to_end(mnist_path, tmp_path):
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
     (["--lr", "-1"], "argument --lr: expected a positive float, got '-1'"),
-    (["--batch-size", "0"], "argument --batch-size: expected a positive int, got '0'"),
+    (["--batch-size", "0"], r"argument --batch-size: expected an int in \[1, 2147483647\], "
+                            r"got '0'"),
     (["--hidden", "512,x"], "argument --hidden: expected comma-separated layer sizes"),
     (["--recipe", "fast"], "argument --recipe: invalid choice: 'fast'"),
     (["--resume"], "--resume: needs --checkpoint-dir"),

@@ -503,6 +503,74 @@ def out_of_memory(call):
     return run
 
 
+def convert_run(*args: str):
+    """``jaxnet convert`` in this process, checked like ``cli_run``."""
+    def call(ws):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(["convert", *args])
+            except SystemExit as e:
+                code = e.code
+        stderr = err.getvalue()
+        assert "Traceback" not in stderr
+        if code:
+            lines = stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("jaxnet: error: "), stderr
+            raise CliFailed(f"exit {code}: {stderr.strip()}")
+        return out.getvalue()
+    return call
+
+
+def start_safetensors(ws):
+    from jaxnet import interop, mnist
+
+    interop.save(ws / "start.safetensors", mnist.build_model(mnist.MnistConfig(hidden=(8,))))
+
+
+def unreadable(folder: str, call):
+    """``folder`` made mode 000 (and, as root, which ignores modes, reported so by os.access)."""
+    def run(ws):
+        real_access = os.access
+
+        def access(path, mode, *args, **kwargs):
+            if os.path.realpath(path) == os.path.realpath(ws / folder):
+                return False
+            return real_access(path, mode, *args, **kwargs)
+
+        os.chmod(ws / folder, 0)
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(os, "access", access)
+                return call(ws)
+        finally:
+            os.chmod(ws / folder, 0o755)
+    return run
+
+
+def no_write_access(folder: str, call):
+    """A read-only ``folder``; as root (which ignores modes) creating a file in it is denied
+    at ``os.open``, as the kernel would deny it."""
+    def run(ws):
+        (ws / folder).mkdir()
+        os.chmod(ws / folder, 0o555)
+        real_open = os.open
+
+        def denied(path, flags, *args, **kwargs):
+            if os.path.realpath(os.path.dirname(os.path.abspath(path))) == \
+                    os.path.realpath(ws / folder) and flags & os.O_CREAT:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+            return real_open(path, flags, *args, **kwargs)
+
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(os, "open", denied)
+                return call(ws)
+        finally:
+            os.chmod(ws / folder, 0o755)
+    return run
+
+
 def stdout_has(*parts):
     def check(ws, stdout):
         for part in parts:
@@ -626,7 +694,6 @@ CASES = [
     Case("resume-falls-back-fifo", bounded(resume), check=fell_back,
          setup=resume_after(replace_with_fifo(lambda ws: array_file(ws, 2))),
          may_change=(ST2,)),
-
     # fit's resume: metadata that passes the schema but not fit (more: test_checkpoint_metadata)
     Case("fit-resume-falls-back-history-run-str", fit_resume, check=fell_back,
          setup=fit_steps(lambda m: m["history"][0].__setitem__("run", "x")),
@@ -754,8 +821,71 @@ CASES = [
          r"^exit 1: jaxnet: error: out of memory on .*: Out of memory while trying to allocate "
          r"1.20GiB; choose a smaller --batch-size or --hidden$"),
     Case("cli-model-too-big", cli_run(*TINY, "--hidden", "4000000,4000000"), CliFailed,
-         r"^exit 2: jaxnet: error: --hidden: a 784-4000000-4000000-10 MLP needs about \d+\.\d "
-         r"GB .*choose smaller layers$"),
+         r"^exit 2: jaxnet: error: --hidden: training needs about \d+\.\d GB, more than the "
+         r"\d+\.\d GB of memory free here \(a 784-4000000-4000000-10 MLP's parameters, "
+         r"gradients and adam state .*choose smaller layers$"),
+
+    # ---- issue 18: the pre-checks cover what training will do (paths, sizes, settings)
+    Case("cli-epochs-10-30", cli_run(*TINY, "--epochs", str(10**30)), CliFailed,
+         r"^exit 2: usage: jaxnet train mnist .*argument --epochs: expected an int in "
+         r"\[1, 2147483647\] \(the step counter is int32\), got "
+         r"'1000000000000000000000000000000'$"),
+    Case("cli-init-timeout-10-30", cli_run(*TINY, "--init-timeout", str(10**30)), CliFailed,
+         r"^exit 2: usage: jaxnet train mnist .*argument --init-timeout: expected seconds in "
+         r"\[1, 86400\] \(one day\), got '1000000000000000000000000000000'$"),
+    Case("cli-batch-size-10-30", cli_run(*TINY, "--batch-size", str(10**30)), CliFailed,
+         r"^exit 2: usage: jaxnet train mnist .*argument --batch-size: expected an int in "
+         r"\[1, 2147483647\], got '1000000000000000000000000000000'$"),
+    Case("cli-hidden-10-30", cli_run(*TINY, "--hidden", f"16,{10**30}"), CliFailed,
+         r"^exit 2: usage: jaxnet train mnist .*argument --hidden: expected layer sizes in "
+         r"\[1, 2147483647\], got '16,1000000000000000000000000000000'$"),
+    Case("cli-hidden-thousands-of-layers", cli_run(*TINY, "--hidden", ",".join(["4"] * 5000)),
+         CliFailed, r"^exit 2: usage: jaxnet train mnist .*argument --hidden: expected at most "
+                    r"100 hidden layers, got 5000$"),
+    Case("cli-momentum-with-adam", cli_run(*TINY, "--momentum", "0.9"), CliFailed,
+         r"^exit 2: jaxnet: error: --momentum: expected 0 with --optimizer adam \(Adam has no "
+         r"momentum term\), got 0.9; pass --optimizer sgd to train with momentum$"),
+    Case("cli-warmup-cosine-one-step", cli_run(*TINY, "--batch-size", "192"), CliFailed,
+         r"^exit 2: jaxnet: error: --schedule warmup_cosine: expected at least 2 optimizer steps "
+         r"\(a warm-up, then a decay\), got 1 \(--epochs 1 x 1 batch of --batch-size 192 "
+         r"over 192 training images\); pass --schedule constant, more --epochs or a smaller "
+         r"--batch-size$"),
+    Case("cli-json-is-the-checkpoint-dir", cli_run(*TINY, "--json", "run", "--checkpoint-dir",
+                                                   "run"), CliFailed,
+         r"^exit 2: jaxnet: error: --json: run is the --checkpoint-dir folder \(or holds "
+         r"it\); give them different paths$", check=no_new_folder("run")),
+    Case("cli-json-holds-the-checkpoint-dir", cli_run(*TINY, "--json", "runs", "--checkpoint-dir",
+                                                      "runs/a/ck"), CliFailed,
+         r"^exit 2: jaxnet: error: --json: runs is the --checkpoint-dir folder \(or holds "
+         r"it\); give them different paths$", check=no_new_folder("runs")),
+    Case("cli-plot-is-the-checkpoint-dir", cli_run(*TINY, "--plot", "c.png", "--checkpoint-dir",
+                                                   "./c.png"), CliFailed,
+         r"^exit 2: jaxnet: error: --plot: c.png is the --checkpoint-dir folder \(or holds "
+         r"it\); give them different paths$", check=no_new_folder("c.png")),
+    Case("cli-checkpoint-dir-not-utf8", cli_run(*TINY, "--checkpoint-dir", "ck\udcff"),
+         CliFailed, r"^exit 2: jaxnet: error: --checkpoint-dir: expected a path in UTF-8 \(the "
+                    r"checkpoint writer accepts no other bytes\), got 'ck\\udcff'; choose "
+                    r"another folder name$",
+         check=lambda ws, r: ok(not any(n.startswith(b"ck") and n != CK.encode()
+                                        for n in os.listdir(os.fsencode(ws))))),
+    Case("cli-data-dir-unreadable", unreadable("data", cli_run(*TINY)), CliFailed,
+         r"^exit 2: jaxnet: error: --data-dir: data is not readable \(permission denied\); "
+         r"give read access to it or choose another --data-dir$"),
+    Case("cli-convert-to-npz", convert_run("start.safetensors", "--to", "out.npz", "--hidden",
+                                           "8"), CliFailed,
+         r"^exit 2: jaxnet: error: --to: expected a checkpoint folder or a \.safetensors, \.pt, "
+         r"\.pth or \.bin file, got out.npz \(a \.npz file\)", setup=start_safetensors,
+         check=no_new_folder("out.npz")),
+    Case("cli-convert-into-unwritable-folder", no_write_access(
+        "locked", convert_run("start.safetensors", "--to", "locked/out.safetensors", "--hidden",
+                              "8")), CliFailed,
+         r"^exit 2: jaxnet: error: --to: cannot write locked/out.safetensors: locked is not a "
+         r"writable folder \(Permission denied\)$", setup=start_safetensors),
+    Case("cli-convert-checkpoint-into-unwritable-folder", no_write_access(
+        "locked", convert_run("start.safetensors", "--to", "locked/ck", "--hidden", "8")),
+         CliFailed,
+         r"^exit 2: jaxnet: error: --to: cannot write locked/ck: locked is not a writable "
+         r"folder \(Permission denied\)$", setup=start_safetensors),
 
     # ---- data: bounded reading, any MNIST-layout folder, nothing created under --data-dir
     Case("gzip-bomb-trailing", bounded(lambda ws: datasets.load_mnist("test", "data")),

@@ -11,12 +11,17 @@ and no traceback (exit 2 when a flag's value is unusable, found before
 training; exit 1 otherwise). SIGINT/SIGTERM end with one line and exit 130/143
 at any moment (a checkpoint being saved is finished first), and ``--resume``
 continues exactly. ``--json``/``--plot`` are checked before training and
-written atomically. Importing this package loads no JAX.
+written atomically (strict JSON: a NaN/Inf result is ``null``). A closed or
+broken stdout/stderr (``| head -1``, ``>&-``, ``2>&-``) never ends a run: the
+text is dropped, the outputs and checkpoints are written, and the exit status
+is the run's own (0 when all else succeeded). Importing this package loads
+no JAX.
 
 Files: ``_main`` (``main``, signals, the exception → exit-status table) ·
 ``_flags`` (the parser; the MNIST flags generated from ``MnistConfig``) ·
 ``_train`` (``train mnist``: checks, the run, the report) · ``_convert``
-(``convert``) · ``_outputs`` (``--json``, ``--plot``, atomic writes).
+(``convert``) · ``_outputs`` (``--json``, ``--plot``, atomic writes) ·
+``_streams`` (printing that never costs the run).
 """
 
 from ._flags import build_parser as build_parser

@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 
 _SEED_LIMIT = 2**32  # jax.random.PRNGKey keeps 32 bits of a seed
+_INT32_MAX = 2**31 - 1  # the step counter and XLA's sizes
+_MAX_TIMEOUT = 86_400  # one day: jax.distributed takes an int of seconds
+_MAX_HIDDEN_LAYERS = 100  # deeper MLPs overflow XLA's compiler stack (a crash, not an error)
 # The process-group flags, named like their parallel.setup_mesh arguments.
 _PARALLEL_FLAGS = ("devices", "coordinator_address", "num_processes", "process_id")
 
@@ -45,10 +48,17 @@ def _hidden(text: str) -> tuple[int, ...]:
             f"expected comma-separated layer sizes such as 512,256, got {text!r}") from None
     if not sizes or min(sizes) <= 0:
         raise argparse.ArgumentTypeError(f"expected positive layer sizes, got {text!r}")
+    if max(sizes) > _INT32_MAX:
+        raise argparse.ArgumentTypeError(f"expected layer sizes in [1, {_INT32_MAX}], got "
+                                         f"{text!r}")
+    if len(sizes) > _MAX_HIDDEN_LAYERS:
+        raise argparse.ArgumentTypeError(f"expected at most {_MAX_HIDDEN_LAYERS} hidden "
+                                         f"layers, got {len(sizes)}")
     return sizes
 
 
-def _number(kind, *, minimum=None, above=None, below=None, what: str | None = None):
+def _number(kind, *, minimum=None, above=None, below=None, maximum=None,
+            what: str | None = None):
     """An argparse type: ``kind`` (int/float) within bounds, with a message naming both."""
     article = "an" if kind is int else "a"
 
@@ -59,7 +69,8 @@ def _number(kind, *, minimum=None, above=None, below=None, what: str | None = No
             raise argparse.ArgumentTypeError(
                 f"expected {article} {kind.__name__}, got {text!r}") from None
         if (minimum is not None and value < minimum) or (above is not None and not value > above) \
-                or (below is not None and not value < below):
+                or (below is not None and not value < below) \
+                or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
@@ -67,6 +78,13 @@ def _number(kind, *, minimum=None, above=None, below=None, what: str | None = No
 
 
 POSITIVE_INT = _number(int, above=0, what="a positive int")
+_INT32 = _number(int, above=0, maximum=_INT32_MAX, what=f"an int in [1, {_INT32_MAX}]")
+_EPOCHS = _number(int, above=0, maximum=_INT32_MAX,
+                  what=f"an int in [1, {_INT32_MAX}] (the step counter is int32)")
+_TIMEOUT = _number(int, above=0, maximum=_MAX_TIMEOUT,
+                   what=f"seconds in [1, {_MAX_TIMEOUT}] (one day)")
+_COUNT = _number(int, above=0, maximum=65_536, what="an int in [1, 65536]")
+_INDEX = _number(int, minimum=0, maximum=65_535, what="an int in [0, 65535]")
 _POSITIVE_FLOAT = _number(float, above=0, what="a positive float")
 NON_NEGATIVE_INT = _number(int, minimum=0, what="a non-negative int")
 _PROBABILITY = _number(float, minimum=0, below=1, what="a probability in [0, 1)")
@@ -75,7 +93,7 @@ _SEED = _number(int, minimum=0, below=_SEED_LIMIT,
 
 # The argparse type of each MnistConfig field that is a flag (a field with
 # "choices" takes them as strings); the flags' order is each command's own.
-_TYPES = {"epochs": POSITIVE_INT, "batch_size": POSITIVE_INT, "optimizer": None,
+_TYPES = {"epochs": _EPOCHS, "batch_size": _INT32, "optimizer": None,
           "lr": _POSITIVE_FLOAT, "momentum": float, "schedule": None, "hidden": _hidden,
           "dropout": _PROBABILITY, "seed": _SEED, "val_split": NON_NEGATIVE_INT}
 TRAIN_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "schedule", "hidden",
@@ -175,18 +193,18 @@ def _add_train_mnist(tasks) -> None:
                    help="no progress bar")
     g = p.add_argument_group("data parallel over several devices or processes (jaxnet.parallel); "
                              "process 0 alone prints and writes --json, --plot and checkpoints")
-    g.add_argument("--devices", type=POSITIVE_INT, metavar="N",
+    g.add_argument("--devices", type=_COUNT, metavar="N",
                    help="train on N devices, all processes together (default: 1, or every "
                         "device of every process with --num-processes); --batch-size is the "
                         "global batch, a multiple of N. On CPU the CPU is split into N devices "
                         "(for testing; not faster)")
     g.add_argument("--coordinator-address", metavar="HOST:PORT",
                    help="process 0's host and a free port, the same in every process")
-    g.add_argument("--num-processes", type=POSITIVE_INT, metavar="P",
+    g.add_argument("--num-processes", type=_COUNT, metavar="P",
                    help="how many processes train together (one per host, or per GPU)")
-    g.add_argument("--process-id", type=NON_NEGATIVE_INT, metavar="K",
+    g.add_argument("--process-id", type=_INDEX, metavar="K",
                    help="this process's index, 0 to P-1")
-    g.add_argument("--init-timeout", type=POSITIVE_INT, default=300, metavar="SECONDS",
+    g.add_argument("--init-timeout", type=_TIMEOUT, default=300, metavar="SECONDS",
                    help="how long to wait for every process to connect (300)")
 
 
@@ -209,7 +227,8 @@ def _add_convert(commands) -> None:
     g.add_argument("--recipe", choices=_recipes(),
                    help="default: logits out; course: log-softmax out (NLL loss)")
     add_config_flags(g, CONVERT_FIELDS, described=("hidden",))
-    p.add_argument("--trained-epochs", type=NON_NEGATIVE_INT, default=0, metavar="N",
+    p.add_argument("--trained-epochs", default=0, metavar="N", type=_number(
+        int, minimum=0, maximum=_INT32_MAX, what=f"an int in [0, {_INT32_MAX}]"),
                    help="record the weights as N epochs trained (default 0); --resume with "
                    "--epochs N then only evaluates them")
     p.add_argument("--step", type=NON_NEGATIVE_INT,

@@ -17,6 +17,7 @@ from typing import Any
 from .. import _proc
 from . import _convert, _train
 from ._flags import FlagError, build_parser
+from ._streams import guard_streams
 
 _IMPORTED = time.perf_counter()
 _calls = 0
@@ -128,7 +129,12 @@ def _run(argv: list[str] | None, state: dict) -> int:
         print("jaxnet: error: out of memory; choose a smaller --batch-size or --hidden",
               file=sys.stderr)
         return 1
-    except RuntimeError as e:  # XLA's errors; only running out of memory is the user's
+    except RuntimeError as e:  # XLA's errors; running out of memory and a backend that
+        # cannot start (JAX_PLATFORMS, XLA_FLAGS) are the user's
+        if "Unable to initialize backend" in str(e):
+            print(f"jaxnet: error: JAX could not start: {_one_line(e)[:300]}; check "
+                  f"JAX_PLATFORMS and XLA_FLAGS", file=sys.stderr)
+            return 1
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
         what = str(e).split("RESOURCE_EXHAUSTED:", 1)[-1].strip().splitlines()[0].rstrip(".")
@@ -144,7 +150,16 @@ def _device_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``jaxnet`` command; returns the exit status."""
+    """Run the ``jaxnet`` command; returns the exit status.
+
+    A closed or broken stdout/stderr never ends the run (``_streams``): what
+    cannot be printed is dropped and the status is the run's own.
+    """
+    with guard_streams():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     state: dict[str, Any] = {"signals": 0, "signum": None, "training": False, "args": None,
                              "start": _start_time()}
     previous: dict = {}

@@ -9,6 +9,7 @@ appeared during training unless ``--overwrite``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -48,13 +49,22 @@ def output_path(flag: str, value: str, overwrite: bool) -> Path:
             raise FlagError(f"{flag}: cannot write {value}: the file name is "
                             f"{len(os.fsencode(path.name))} bytes, more than the {name_max} "
                             f"this file system allows")
-        fd, probe = tempfile.mkstemp(prefix=".jaxnet-out-", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
     except OSError as e:
         raise FlagError(f"{flag}: cannot write {value}: {parent} is not a writable folder "
                         f"({e.strerror or e})") from None
+    writable_folder(flag, value, path.parent, parent)
     return path
+
+
+def writable_folder(flag: str, value: str, folder: Path, shown: Path) -> None:
+    """Create and remove a file in ``folder`` now, or fail naming ``shown``, not the probe."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".jaxnet-out-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise FlagError(f"{flag}: cannot write {value}: {shown} is not a writable folder "
+                        f"({e.strerror or e})") from None
 
 
 def plot_format(value: str) -> str:
@@ -92,17 +102,31 @@ def write(flag: str, value: str, path: Path, overwrite: bool,
 
 
 def results_json(result: dict, time_to_result: float) -> bytes:
-    """``--json``'s bytes: the results of ``train_mnist`` and the time to result."""
+    """``--json``'s bytes: the results of ``train_mnist`` and the time to result.
+
+    Strict JSON: a NaN or infinite number (a run that diverged with
+    ``--no-check-finite``) is written as ``null``, never as ``NaN``.
+
+    >>> results_json({"test_loss": float("nan"), "history": []}, 1.5)
+    b'{\\n "test_loss": null,\\n "history": [],\\n "time_to_result_seconds": 1.5\\n}\\n'
+    """
     out = {k: result[k] for k in _RESULT_KEYS if k in result}
     out["time_to_result_seconds"] = time_to_result
-    return (json.dumps(out, indent=1, default=_json_value) + "\n").encode()
+    return (json.dumps(_json_value(out), indent=1, allow_nan=False) + "\n").encode()
 
 
 def _json_value(value: Any) -> Any:
-    """numpy scalars and arrays as plain JSON numbers and lists."""
+    """``value`` as plain JSON: numpy scalars and arrays as numbers and lists, NaN/Inf as
+    ``None``."""
     if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def plot(history: list[dict], f: BinaryIO, fmt: str) -> None:

@@ -19,6 +19,8 @@ def run(args) -> int:
     from .. import devices, mnist, parallel
     from ..mnist._config import layer_sizes
 
+    _check_environment()
+    _check_momentum(args)
     try:
         config = mnist.RECIPES[args.recipe].with_updates(
             **{name: getattr(args, name) for name in TRAIN_FIELDS})
@@ -42,7 +44,7 @@ def run(args) -> int:
                   f"{config.val_split}, seed {config.seed}; {devices.describe()}"
                   + ("" if mesh is None else f"; {parallel.describe(mesh)}"), flush=True)
         data = mnist.load_data(args.data_dir, args.source)
-        _check_fits(config, len(data[0][0]))
+        _check_fits(config, len(data[0][0]), len(data[1][0]), 1 if mesh is None else mesh.size)
     except Exception as e:  # noqa: BLE001  # raised again, here and as one line in the others
         parallel.check_together(failure=e)
     if mesh is not None:
@@ -143,10 +145,15 @@ def _check_before_training(args) -> dict:
                             f"with the four IDX files (jaxnet creates only its own data folder)")
         if not data_dir.is_dir():
             raise FlagError(f"--data-dir: {args.data_dir} is not a folder")
+        if not os.access(data_dir, os.R_OK | os.X_OK):
+            raise FlagError(f"--data-dir: {args.data_dir} is not readable (permission denied); "
+                            f"give read access to it or choose another --data-dir")
     if args.resume and not args.checkpoint_dir:
         raise FlagError("--resume: needs --checkpoint-dir")
     if args.checkpoint_dir is not None:
         from .. import checkpoint
+
+        _check_checkpoint_paths(args, outputs)
 
         try:
             checkpoint.check_new_run(args.checkpoint_dir, resume=args.resume,
@@ -156,8 +163,54 @@ def _check_before_training(args) -> dict:
     return outputs
 
 
+def _check_environment() -> None:
+    """``XLA_FLAGS`` that leave JAX no CPU device fail here, not in a JAX traceback."""
+    import re
+
+    found = re.findall(r"--xla_force_host_platform_device_count=(\S*)",
+                       os.environ.get("XLA_FLAGS", ""))
+    if found and not (found[-1].isdigit() and int(found[-1]) > 0):
+        raise FlagError(f"XLA_FLAGS: --xla_force_host_platform_device_count expected a positive "
+                        f"int, got {found[-1]}; remove it from XLA_FLAGS (use --devices N to "
+                        f"split the CPU)")
+
+
+def _check_momentum(args) -> None:
+    """``--momentum`` with Adam would be silently ignored: refused, naming the flags."""
+    from .. import mnist
+
+    optimizer = args.optimizer or mnist.RECIPES[args.recipe].optimizer
+    if args.momentum is not None and 0 < args.momentum < 1 and optimizer != "sgd":
+        raise FlagError(f"--momentum: expected 0 with --optimizer {optimizer} (Adam has no "
+                        f"momentum term), got {args.momentum}; pass --optimizer sgd to train "
+                        f"with momentum")
+
+
+def _check_checkpoint_paths(args, outputs: dict) -> None:
+    """The checkpoint folder is a name the checkpoint writer accepts (UTF-8) and is neither
+    ``--json``/``--plot`` nor inside one of them."""
+    from .. import _fs
+
+    try:
+        folder, _ = _fs.user_path(args.checkpoint_dir, name="--checkpoint-dir", what="folder")
+    except ValueError as e:
+        raise FlagError(str(e)) from None
+    try:
+        os.fsencode(str(folder)).decode("utf-8")
+    except UnicodeDecodeError:
+        raise FlagError(f"--checkpoint-dir: expected a path in UTF-8 (the checkpoint writer "
+                        f"accepts no other bytes), got {ascii(args.checkpoint_dir)}; choose "
+                        f"another folder name") from None
+    real = os.path.realpath(folder)
+    for name, path in outputs.items():
+        out = os.path.realpath(path)
+        if real == out or real.startswith(out.rstrip(os.sep) + os.sep):
+            raise FlagError(f"--{name}: {getattr(args, name)} is the --checkpoint-dir folder "
+                            f"(or holds it); give them different paths")
+
+
 def _memory_bytes() -> int | None:
-    """Memory of the device XLA runs on: its limit on a GPU, the host's RAM on CPU."""
+    """Memory free for the run: the device's limit on a GPU, the host's available RAM on CPU."""
     import jax
 
     try:
@@ -167,14 +220,51 @@ def _memory_bytes() -> int | None:
     if stats.get("bytes_limit"):
         return int(stats["bytes_limit"])
     try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
         return None
 
 
-def _check_fits(config, n_images: int) -> None:
-    """The split, the batch and the model fit the data and the memory (before training)."""
+def memory_needed(config, n_images: int, n_test: int, n_devices: int = 1) -> dict[str, int]:
+    """What one device holds while training, in bytes, by the flag that sets it (arithmetic).
+
+    Args:
+      config: the run's ``MnistConfig``.
+      n_images, n_test: training (before the split) and test images.
+      n_devices: devices training together; each holds the whole data set (see
+        ``jaxnet.parallel``), and on CPU they all share the host's memory.
+
+    Returns:
+      ``{"--hidden": …, "--batch-size": …, "--devices": …}``: the parameters,
+      gradients and optimizer state; the largest batch's activations; the data.
+
+    >>> from jaxnet.mnist import MnistConfig
+    >>> need = memory_needed(MnistConfig(), 60_000, 10_000)
+    >>> need["--hidden"], need["--devices"]
+    (8573088, 55160000)
+    """
     from ..mnist._config import layer_sizes, param_count
+
+    moments = 2 if config.optimizer == "adam" else (1 if config.momentum else 0)
+    weights = 4 * (2 + moments) * param_count(config)  # float32 params, grads, moments
+    # float32 inputs, activations and their gradients, for the padded last batch too
+    batch = 4 * 3 * config.batch_size * sum(layer_sizes(config))
+    data = (n_images + n_test) * (784 + 4)  # uint8 images, int32 labels
+    return {"--hidden": weights, "--batch-size": batch, "--devices": data}
+
+
+def _check_fits(config, n_images: int, n_test: int = 0, n_devices: int = 1) -> None:
+    """The split, the batch, the schedule and the memory fit the data (before training)."""
+    import jax
+
+    from ..mnist._config import INT32_MAX, layer_sizes
 
     if config.val_split >= n_images:
         raise FlagError(f"--val-split: expected fewer than the {n_images} training images, "
@@ -184,12 +274,34 @@ def _check_fits(config, n_images: int) -> None:
         held = f" ({n_images} minus --val-split {config.val_split})" if config.val_split else ""
         raise FlagError(f"--batch-size: expected at most the {n_train} training images{held}, "
                         f"got {config.batch_size}")
-    sizes = layer_sizes(config)
-    # float32 parameters, gradients and two Adam moments, plus a batch's activations
-    need = 4 * (4 * param_count(config) + 3 * config.batch_size * sum(sizes))
+    steps = -(-n_train // config.batch_size)
+    total = steps * config.epochs
+    if total > INT32_MAX:
+        raise FlagError(f"--epochs: expected at most {INT32_MAX} optimizer steps in all (the "
+                        f"step counter is int32), got {total} ({config.epochs} x {steps}); "
+                        f"pass fewer --epochs or a larger --batch-size")
+    if config.schedule == "warmup_cosine" and total < 2:
+        raise FlagError(f"--schedule warmup_cosine: expected at least 2 optimizer steps (a "
+                        f"warm-up, then a decay), got {total} (--epochs {config.epochs} x "
+                        f"{steps} batch of --batch-size {config.batch_size} over {n_train} "
+                        f"training images); pass --schedule constant, more --epochs or a "
+                        f"smaller --batch-size")
+    need = memory_needed(config, n_images, n_test, n_devices)
     have = _memory_bytes()
-    if have is not None and need > have:
-        raise FlagError(f"--hidden: a {'-'.join(map(str, sizes))} MLP needs about "
-                        f"{need / 1e9:.1f} GB for its parameters, gradients and optimizer "
-                        f"state, more than the {have / 1e9:.1f} GB of memory here; choose "
-                        f"smaller layers")
+    # CPU devices share the host's memory: every device's copy counts against it
+    shared = jax.devices()[0].platform == "cpu"
+    total_need = (need["--hidden"] + need["--batch-size"] + need["--devices"]) * \
+        (n_devices if shared else 1)
+    if have is None or total_need <= have:
+        return
+    flag = max((f for f in need if f != "--devices" or n_devices > 1), key=need.get)
+    fix = {"--hidden": "choose smaller layers", "--batch-size": "choose a smaller --batch-size",
+           "--devices": "choose fewer --devices"}[flag]
+    devices = f"each of the {n_devices} devices" if n_devices > 1 else "the device"
+    raise FlagError(
+        f"{flag}: training needs about {total_need / 1e9:.1f} GB, more than the "
+        f"{have / 1e9:.1f} GB of memory free here (a {'-'.join(map(str, layer_sizes(config)))} "
+        f"MLP's parameters, gradients and {config.optimizer} state "
+        f"{need['--hidden'] / 1e9:.2f} GB, a batch of {config.batch_size} "
+        f"{need['--batch-size'] / 1e9:.2f} GB, the data on {devices} "
+        f"{need['--devices'] / 1e9:.2f} GB); {fix}")

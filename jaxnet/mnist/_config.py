@@ -29,6 +29,8 @@ from typing import Any
 from .._checks import non_negative_int, positive_int, seed_int
 
 PIXELS, CLASSES = 784, 10  # the MLP's input (28 x 28 flattened) and output sizes
+INT32_MAX = 2**31 - 1  # the step counter is int32; XLA's sizes fit it too
+MAX_HIDDEN_LAYERS = 100  # deeper MLPs overflow XLA's compiler stack (a crash, not an error)
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class MnistConfig:
       batch_size: positive int, examples per optimizer step.
       optimizer: ``"adam"`` or ``"sgd"``.
       lr: positive float, the (peak, with a schedule) learning rate.
-      momentum: float in [0, 1), SGD only.
+      momentum: float in [0, 1), SGD only (0 with Adam, which has none).
       schedule: ``"constant"`` or ``"warmup_cosine"`` (10% warm-up, then cosine).
       hidden: tuple of positive ints, the hidden layer sizes.
       seed: int in [0, 2**32): initialization, validation split, shuffling, Dropout.
@@ -78,8 +80,10 @@ class MnistConfig:
         "help": "training images held out for validation (default recipe 5000, course 0)"})
 
     def __post_init__(self):
-        positive_int("epochs", self.epochs)
-        positive_int("batch_size", self.batch_size)
+        for name in ("epochs", "batch_size"):
+            if positive_int(name, getattr(self, name)) > INT32_MAX:
+                raise ValueError(f"{name}: expected an int in [1, {INT32_MAX}], got "
+                                 f"{getattr(self, name)!r}")
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices is not None and getattr(self, f.name) not in choices:
@@ -89,9 +93,17 @@ class MnistConfig:
             raise ValueError(f"lr: expected a positive finite number, got {self.lr!r}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum: expected a number in [0, 1), got {self.momentum!r}")
-        if not self.hidden or any(not isinstance(h, int) or h <= 0 for h in self.hidden):
-            raise ValueError(f"hidden: expected positive layer sizes such as (512, 256), "
-                             f"got {self.hidden!r}")
+        if self.momentum and self.optimizer != "sgd":  # it would be silently ignored
+            raise ValueError(f"momentum: expected 0 with optimizer={self.optimizer!r} (Adam has "
+                             f"no momentum term), got {self.momentum!r}; use optimizer='sgd' "
+                             f"to train with momentum")
+        if not self.hidden or any(not isinstance(h, int) or isinstance(h, bool)
+                                  or not 0 < h <= INT32_MAX for h in self.hidden):
+            raise ValueError(f"hidden: expected layer sizes in [1, {INT32_MAX}] such as "
+                             f"(512, 256), got {self.hidden!r}")
+        if len(self.hidden) > MAX_HIDDEN_LAYERS:
+            raise ValueError(f"hidden: expected at most {MAX_HIDDEN_LAYERS} hidden layers, got "
+                             f"{len(self.hidden)}")
         if not 0 <= self.label_smoothing < 1 or (self.label_smoothing and self.loss == "nll"):
             raise ValueError(f"label_smoothing: expected a number in [0, 1) with "
                              f"loss='cross_entropy', got {self.label_smoothing!r} "
