@@ -1,4 +1,4 @@
-"""``python -m jaxnet`` and the ``jaxnet`` command (``jaxnet.__main__:main``).
+"""``python -m jaxnet`` and the ``jaxnet`` command (``jaxnet.__main__:run``).
 
 Importing it installs a first signal handler, before anything heavy loads (numpy,
 JAX): a Ctrl-C, SIGTERM or SIGHUP that early ends the command with one line and
@@ -20,5 +20,16 @@ for _signum in SIGNAL_WORDS:
 
 from .cli import main  # noqa: E402  (after the handler: this import loads numpy)
 
+
+def run() -> None:
+    """The command: ``main()``'s status as the exit status. After a signal (status
+    128 + N) the process ends at once: the run has cleaned up and printed its line, and
+    tearing the interpreter down while XLA's threads are mid-computation can crash."""
+    status = main()
+    if status > 128:
+        exit_now(status)
+    raise SystemExit(status)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()
