@@ -12,6 +12,8 @@ images, fonts, math renderer or analytics.
 import copy
 import inspect
 import os
+import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -68,6 +70,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
+    "sphinx_copybutton",
 ]
 
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
@@ -97,6 +100,9 @@ autodoc_typehints_description_target = "documented"   # types beside the Args: e
 autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True
 autodoc_default_options = {"members": True, "show-inheritance": True}
+# The API reference: docs/api/<module>.md, one page per public module. The build
+# checks that every name in each public module's __all__ is on a page (see
+# _check_api_coverage; tests/test_api_docs.py checks the pages' sources).
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
@@ -115,9 +121,21 @@ html_theme_options = {
     # Nothing remote: no analytics, no icon links that load from elsewhere.
     "analytics": {},
     "icon_links": [],
+    # One search box: the sidebar's (and, below 960 px, the article header's
+    # magnifier; custom.css). The theme's top bar would repeat it.
+    "navbar_persistent": [],
 }
 html_show_sourcelink = True
 html_last_updated_fmt = None
+
+# --- copy buttons (sphinx-copybutton) ---------------------------------------------
+# On code cells and code blocks, not on outputs; a docstring example's ">>> " and
+# "... " prompts are left out of what is copied (and its output lines with them).
+copybutton_selector = "div:not(.output) > div.highlight pre"
+copybutton_exclude = ".linenos, .gp, .go"
+copybutton_prompt_text = r">>> |\.\.\. "
+copybutton_prompt_is_regexp = True
+copybutton_only_copy_prompt_lines = True
 
 
 # --- names jaxnet re-exports from other libraries (e.g. ``jaxnet.nn.Rngs``) -----
@@ -195,7 +213,145 @@ def _patch_stream_merging() -> None:
 _patch_stream_merging()
 
 
+# A class's "Bases:" line names public classes only, by the name a reader imports
+# them under: a jaxnet class outside every __all__ (jaxnet.callbacks._Described,
+# the TorchHabits mixin) is replaced by what it derives from; a jaxnet base is
+# named where it is documented (jaxnet.nn.Module, not jaxnet.nn._module.Module)
+# and another library's by its shortest public path (flax.nnx.Linear).
+def _public_bases(app, name, obj, options, bases):
+    names = _public_names()
+    shown, todo = [], list(bases)
+    while todo:
+        base = todo.pop(0)
+        if not isinstance(base, type):
+            shown.append(base)
+        elif id(base) in names:
+            shown.append(f":py:class:`{names[id(base)]}`")
+        elif base.__module__.split(".")[0] == "jaxnet" or base.__name__.startswith("_"):
+            todo[:0] = base.__bases__  # in its place, what it derives from
+        else:
+            shown.append(_shortest_path(base))
+    shown = list(dict.fromkeys(shown))
+    if len(shown) > 1 and object in shown:
+        shown.remove(object)
+    bases[:] = shown
+
+
+def _shortest_path(cls):
+    parts = cls.__module__.split(".")
+    for n in range(1, len(parts)):
+        module = sys.modules.get(".".join(parts[:n]))
+        if getattr(module, cls.__name__, None) is cls:
+            return f":py:class:`{module.__name__}.{cls.__name__}`"
+    return cls
+
+
+def _public_names() -> dict[int, str]:
+    """id(object) -> the name it is documented under (its first public module)."""
+    if not _PUBLIC_NAMES:
+        modules = _public_modules()  # jaxnet first: its re-exports' homes go before it
+        for module in [*modules[1:], modules[0]]:
+            for member in module.__all__:
+                _PUBLIC_NAMES.setdefault(id(getattr(module, member)), f"{module.__name__}.{member}")
+    return _PUBLIC_NAMES
+
+
+_PUBLIC_NAMES: dict[int, str] = {}
+
+
+def _public_modules():
+    """``jaxnet`` and every public module it exposes (``jaxnet.nn.functional`` too)."""
+    import importlib
+
+    found, todo = [], ["jaxnet"]
+    while todo:
+        name = todo.pop(0)
+        module = importlib.import_module(name)
+        found.append(module)
+        todo += [f"{name}.{member}" for member in module.__all__
+                 if inspect.ismodule(getattr(module, member))]
+    return found
+
+
+def _check_api_coverage(app, env):
+    """Warn (so the -W build fails) for each public name the API reference lacks.
+
+    A name counts as documented under its module (``jaxnet.train.fit``) or, for a
+    re-export such as ``jaxnet.fit``, under the public module it comes from.
+    """
+    from sphinx.util import logging
+
+    if "api/index" not in env.found_docs:
+        return
+    logger = logging.getLogger(__name__)
+    domain = env.get_domain("py")
+    documented = set(domain.objects)
+    homes = {}  # id(object) -> its documented public names
+    modules = _public_modules()
+    for module in modules:
+        for member in module.__all__:
+            if f"{module.__name__}.{member}" in documented:
+                homes.setdefault(id(getattr(module, member)), []).append(member)
+    for module in modules:
+        if module.__name__ not in domain.modules:
+            logger.warning(f"API reference: module {module.__name__} has no page: add "
+                           f"docs/api/<name>.md with '.. automodule:: {module.__name__}'")
+            continue
+        for member in module.__all__:
+            value = getattr(module, member)
+            if (inspect.ismodule(value) or f"{module.__name__}.{member}" in documented
+                    or id(value) in homes):
+                continue
+            logger.warning(f"API reference: {module.__name__}.{member} is in __all__ but on no "
+                           f"page: give it a docstring, or a '.. py:data::' entry for a constant")
+
+
+# PyTorch and JAX code look different: every executed cell is JAX (custom.css
+# labels div.cell_input), and a ```python block that is not executed is the
+# course's PyTorch when its code (comments left out) uses torch or the in-place
+# training calls, else JAX: it gets the class code-pytorch or code-jax, which
+# custom.css labels. The API reference's examples (>>> blocks) stay unlabelled.
+_PYTORCH_CODE = re.compile(r"torch|\.backward\(|\.zero_grad\(")
+
+
+def _label_code_blocks(app, doctree):
+    from docutils import nodes
+
+    for block in doctree.findall(nodes.literal_block):
+        if block.get("language") != "python" or any(
+                "cell" in parent.get("classes", ()) for parent in _ancestors(block)):
+            continue
+        code = "\n".join(line.split("#", 1)[0] for line in block.astext().splitlines())
+        block["classes"].append("code-pytorch" if _PYTORCH_CODE.search(code) else "code-jax")
+
+
+def _ancestors(node):
+    while node.parent is not None:
+        node = node.parent
+        yield node
+
+
+# Each notebook page offers its executed notebook (.ipynb, outputs included) in the
+# download menu beside the .md source: myst-nb writes it to <build>/jupyter_execute/,
+# and the book theme lists context["ipynb_source"] (it copies the file itself only
+# when launch buttons, which would link to remote services, are configured).
+def _offer_notebook(app, pagename, templatename, context, doctree):
+    if "kernelspec" not in app.env.metadata.get(pagename, {}):
+        return
+    executed = Path(app.env.mystnb_config.output_folder) / f"{pagename}.ipynb"
+    if not executed.is_file():
+        return
+    target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(executed, target)
+    context["ipynb_source"] = f"{pagename}.ipynb"
+
+
 def setup(app):
     app.connect("autodoc-skip-member", _skip_foreign_members)
     app.connect("autodoc-process-docstring", _note_reexports)
     app.connect("autodoc-process-signature", _init_signature)
+    app.connect("autodoc-process-bases", _public_bases)
+    app.connect("env-check-consistency", _check_api_coverage)
+    app.connect("html-page-context", _offer_notebook, priority=400)  # before the theme's 501
+    app.connect("doctree-read", _label_code_blocks)

@@ -202,7 +202,7 @@ def load(path, *, into: nnx.Module, step: int | None = None, key: str | None = N
 
     Raises:
       FileNotFoundError; ``checkpoint.CheckpointMismatchError`` or
-      ``interop.StateDictMismatchError`` (both ``ValueError``s) saying what
+      ``interop.StateDictMismatchError`` (both ``ValueError`` subclasses) saying what
       the path holds and what ``into`` is; ``ValueError`` for a path that is
       none of the above; ``checkpoint.CheckpointCorruptError`` for damaged files.
 
