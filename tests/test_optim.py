@@ -1,5 +1,9 @@
 """``jaxnet.optim``: freeze a layer and change the learning rate, surviving checkpoints."""
 
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -244,3 +248,98 @@ def test_a_hook_returning_another_optimizers_state_is_refused():
     with pytest.raises(ValueError, match=r"on_epoch_begin: expected a state of the same "
                                          r"structure as the one it received"):
         _fit(state, apply, optimizer, 1, callbacks=[Swap()])
+
+
+# The learner's habits around fit that were silent (found in the notebook-like session of
+# tests/test_learner_session.py), as a table in the style of tests/test_faults.py: each row
+# runs one call and expects one line naming the jaxnet way (or, error None, a result).
+@dataclasses.dataclass
+class Case:
+    id: str
+    call: Callable[[], Any]
+    error: type[BaseException] | None = TypeError
+    match: str = ""
+    check: Callable[[Any], bool] | None = None
+    setup: Callable[[], None] | None = None
+
+
+class Returns(Callback):
+    """A callback whose hook ``hook`` returns ``make(state)`` (or ``make()``)."""
+
+    def __init__(self, hook, make):
+        self.hook, self.make = hook, make
+
+    def on_epoch_end(self, run, epoch, state, logs):
+        return self.make(state) if self.hook == "on_epoch_end" else None
+
+    def on_batch_end(self, run, batch, loss):
+        return self.make(None) if self.hook == "on_batch_end" else None
+
+
+def _fit_with(*callbacks, epochs=3, optimizer=None, first=None, apply_=None):
+    apply, opt, state, _ = _setup()
+    optimizer = opt if optimizer is None else optimizer
+    return fit(state if first is None else first, apply if apply_ is None else apply_,
+               losses.cross_entropy, optimizer, (X, Y), epochs=epochs, batch_size=16, seed=0,
+               progress=False, log=None, callbacks=list(callbacks))
+
+
+def _with_attribute(name, value):
+    optimizer = adam(1e-2)
+    setattr(optimizer, name, value)  # optax's NamedTuple takes it and never reads it
+    return optimizer
+
+
+FIT_HABITS = [
+    # Before: the returned TrainState is truthy, so fit stopped after epoch 1 of 3, silently.
+    Case("on_epoch_end returns a new state (a scheduler's habit)",
+         lambda: _fit_with(Returns("on_epoch_end",
+                                   lambda s: optim.set_learning_rate(s, 1e-3))),
+         match=r"^on_epoch_end: expected True \(stop\), False or None, got TrainState from "
+               r"Returns\.on_epoch_end; .*on_epoch_begin"),
+    Case("on_epoch_end returns a number",
+         lambda: _fit_with(Returns("on_epoch_end", lambda s: 0.5)),
+         match=r"^on_epoch_end: expected True \(stop\), False or None, got float"),
+    Case("on_epoch_end returns True: stops (the protocol)",
+         lambda: _fit_with(Returns("on_epoch_end", lambda s: True)), error=None,
+         check=lambda out: len(out[1]) == 1),
+    Case("on_epoch_end returns numpy's True: stops",
+         lambda: _fit_with(Returns("on_epoch_end", lambda s: np.bool_(True))), error=None,
+         check=lambda out: len(out[1]) == 1),
+    # Before: ignored (on the scan path the batches have run when the hook is called).
+    Case("on_batch_end returns a value",
+         lambda: _fit_with(Returns("on_batch_end", lambda s: 1)),
+         match=r"^on_batch_end: expected None, got int from Returns\.on_batch_end; .*"
+               r"on_epoch_begin"),
+    # Before: fit trained with the old rate, silently.
+    Case("optimizer.learning_rate = 0.0 (opt.lr habit)",
+         lambda: _fit_with(optimizer=_with_attribute("learning_rate", 0.0)),
+         match=r"^optimizer\.learning_rate: .*optim\.set_learning_rate\(state, lr\)"),
+    Case("optimizer.lr = 0.1",
+         lambda: _fit_with(optimizer=_with_attribute("lr", 0.1)),
+         match=r"^optimizer\.lr: .*optim\.set_learning_rate"),
+    Case("optimizer.lr = 0.1, then make_train_step",
+         lambda: make_train_step(_setup()[0], losses.cross_entropy, _with_attribute("lr", 0.1)),
+         match=r"^optimizer\.lr: "),
+    # Before: AttributeError: 'NeuralNetwork' object has no attribute 'params'.
+    Case("fit(model, ...) (Keras's model.fit habit)",
+         lambda: _fit_with(first=NeuralNetwork(nn.Rngs(0))),
+         match=r"^state: expected a TrainState, got the model NeuralNetwork itself; "
+               r"write apply, params, model_state = nn.split\(model\)"),
+    Case("fit(params, ...)",
+         lambda: _fit_with(first=nn.split(NeuralNetwork(nn.Rngs(0))).params),
+         match=r"^state: expected a TrainState, got dict; "),
+]
+
+
+@pytest.mark.parametrize("case", FIT_HABITS, ids=[c.id for c in FIT_HABITS])
+def test_fit_habits_fail_loudly(case):
+    if case.setup:
+        case.setup()
+    if case.error is None:
+        out = case.call()
+        assert case.check is None or case.check(out)
+        return
+    with pytest.raises(case.error, match=case.match) as e:
+        case.call()
+    assert "\n" not in str(e.value)

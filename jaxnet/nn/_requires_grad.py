@@ -23,6 +23,8 @@ from typing import Any
 
 from flax import nnx
 
+from .. import _torchnames
+
 FIX = ("jaxnet has no requires_grad: freeze in the optimizer instead, "
        "optimizer = jaxnet.optim.freeze(optax.adam(1e-3), params, frozen=\"fc1\") "
        "(params from nn.split(model))")
@@ -101,8 +103,10 @@ def handed_out(layer: Any, array: Any) -> Any:
     return array
 
 
-def _dotted(path) -> str:
-    return ".".join(str(p) for p in path)
+def _torch_names(model: Any):
+    """``path -> PyTorch's dotted name`` (``layers.0``, not NNX's ``layers.layers.0``)."""
+    hidden = _torchnames.sequential_lists(dict(nnx.iter_modules(model)))
+    return lambda path: _torchnames.torch_name(tuple(path), hidden)
 
 
 def check(model: Any, *, metadata: bool = False) -> None:
@@ -120,9 +124,9 @@ def check(model: Any, *, metadata: bool = False) -> None:
                 continue
             array = _HANDED_OUT.get(module)
             if array is not None and "requires_grad" in vars(array):
-                where = _dotted(path)
+                where = _torch_names(model)(path)
                 raise refuse(f"{where + '.' if where else ''}weight.requires_grad")
     if metadata:
         for path, node in nnx.iter_graph(model):
             if isinstance(node, nnx.Variable) and "requires_grad" in node.get_metadata():
-                raise refuse(f"{_dotted(path)}.requires_grad")
+                raise refuse(f"{_torch_names(model)(path)}.requires_grad")

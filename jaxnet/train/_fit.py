@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from .. import callbacks as cb
 from .. import nn, parallel
@@ -24,7 +25,7 @@ from ._epoch import epoch_runner
 from ._evaluate import evaluate
 from ._inputs import check_apply, check_not_empty, check_optimizer, label_checked
 from ._state import TrainState
-from ._step import Apply, LossFn, first_non_finite
+from ._step import Apply, LossFn, check_optimizer_attributes, first_non_finite
 
 
 @jax.jit
@@ -193,7 +194,13 @@ def _run_epoch(runner, run: cb.Run, callbacks, state, epoch: int, val_loader, me
 
     def on_batch(i, loss):
         for c in callbacks:
-            c.on_batch_end(run, i, loss)
+            out = c.on_batch_end(run, i, loss)
+            if out is not None:
+                raise TypeError(
+                    f"on_batch_end: expected None, got {type(out).__name__}"
+                    f" from {type(c).__name__}.on_batch_end; a batch hook only observes (an "
+                    f"epoch's batches run as one compiled scan): change the state in "
+                    f"on_epoch_begin (return the new state), stop in on_epoch_end (return True)")
 
     state, losses, counts, compile_seconds = runner(state, epoch - 1, on_batch)
     logs: dict[str, Any] = {"epoch": epoch}
@@ -206,6 +213,30 @@ def _run_epoch(runner, run: cb.Run, callbacks, state, epoch: int, val_loader, me
         logs.update({f"val_{k}": v for k, v in val.items()})
     logs["seconds"] = time.perf_counter() - t0
     return state, logs
+
+
+def _stop(c: cb.Callback, run: cb.Run, epoch: int, state, logs: dict) -> bool:
+    """``c.on_epoch_end``'s answer: ``True`` stops; anything but a bool or ``None`` is refused
+    (a returned ``TrainState`` is truthy: it would stop training, silently)."""
+    out = c.on_epoch_end(run, epoch, state, logs)
+    if out is None or isinstance(out, bool | np.bool_):
+        return bool(out)
+    raise TypeError(
+        f"on_epoch_end: expected True (stop), False or None, got {type(out).__name__} from "
+        f"{type(c).__name__}.on_epoch_end; to train on from a changed state (a new learning "
+        f"rate), return it from on_epoch_begin: return optim.set_learning_rate(state, lr)")
+
+
+def _check_state(state) -> None:
+    """``fit(model, ...)`` or ``fit(params, ...)``: one line naming ``TrainState.create``."""
+    if isinstance(state, TrainState):
+        return
+    fix = ("write apply, params, model_state = nn.split(model); state = TrainState.create("
+           "params, optimizer, model_state=model_state); then fit(state, apply, ...)")
+    if isinstance(state, nnx.Module):
+        raise TypeError(f"state: expected a TrainState, got the model {type(state).__name__} "
+                        f"itself; {fix}")
+    raise TypeError(f"state: expected a TrainState, got {type(state).__name__}; {fix}")
 
 
 def _epoch_loop(run: cb.Run, runner, callbacks: list, state, val_loader, mesh,
@@ -226,7 +257,7 @@ def _epoch_loop(run: cb.Run, runner, callbacks: list, state, val_loader, mesh,
                                      begin)
             logs["run"] = run_index
             run.history.append(logs)
-            if any([c.on_epoch_end(run, epoch, state, logs) for c in callbacks]):  # all run
+            if any([_stop(c, run, epoch, state, logs) for c in callbacks]):  # all run
                 break
     finally:
         for c in started:
@@ -312,6 +343,8 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
     options = FitOptions(batch_size, shuffle, seed, check_finite, checkpoint_dir, keep, resume,
                          config, progress, log)
     epochs = _check_epochs(epochs)
+    _check_state(state)
+    check_optimizer_attributes(optimizer)
     check_apply(apply)
     check_not_empty(train_data, "train_data")
     if val_data is not None:

@@ -19,6 +19,32 @@ Apply = Callable[..., tuple[jax.Array, Any]]
 LossFn = Callable[..., jax.Array]
 
 
+# What a PyTorch user sets on an optimizer; optax's optimizers are NamedTuples that take any
+# attribute and never read it, so ``optimizer.lr = 0.1`` would change nothing.
+_HYPERPARAMS = ("lr", "learning_rate", "momentum", "weight_decay", "betas", "eps", "nesterov")
+
+
+def check_optimizer_attributes(optimizer) -> None:
+    """``TypeError`` naming ``optim.set_learning_rate`` if ``optimizer.lr = ...`` was written.
+
+    >>> import optax
+    >>> opt = optax.sgd(0.1)
+    >>> check_optimizer_attributes(opt)
+    >>> opt.lr = 0.01
+    >>> check_optimizer_attributes(opt)
+    Traceback (most recent call last):
+    ...
+    TypeError: optimizer.lr: an optax optimizer ignores attributes set on it, so the rate ...
+    """
+    set_here = [n for n in _HYPERPARAMS if n in getattr(optimizer, "__dict__", ())]
+    if set_here:
+        raise TypeError(
+            f"optimizer.{set_here[0]}: an optax optimizer ignores attributes set on it, so the "
+            f"rate would not change; build it with optax.inject_hyperparams(optax.adam)"
+            f"(learning_rate=1e-3) and write state = jaxnet.optim.set_learning_rate(state, lr)"
+            f" (in a callback: return it from on_epoch_begin), or build a new optimizer")
+
+
 def _split_batch(batch) -> tuple[Any, Any, Any]:
     if isinstance(batch, tuple | list) and len(batch) == 2:
         return batch[0], batch[1], None
@@ -122,6 +148,7 @@ def make_train_step(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTran
     model = getattr(apply, "model", None)  # requires_grad set after nn.split: refused
     if model is not None:
         check_requires_grad(model, metadata=True)
+    check_optimizer_attributes(optimizer)
 
     def train_step(state: TrainState, batch):
         x, y, mask = _split_batch(batch)
