@@ -2,8 +2,10 @@
 
 ``read_idx(path, shown, ndim)`` parses ``magic 0x0000 08 ndim``, big-endian
 dimensions, then uint8 data, from a plain or gzip file; it never blocks on a
-FIFO, refuses a header that declares more than ``max_idx_bytes()`` and never
-decompresses past what the header declares.
+FIFO, refuses a header that declares more than ``max_idx_bytes()`` (the
+environment variable ``JAXNET_MAX_DATA_BYTES``, default a quarter of the
+memory, at most 2 GiB) before it allocates anything, and never decompresses
+past what the header declares.
 """
 
 from __future__ import annotations
@@ -22,13 +24,37 @@ _CHUNK = 1 << 20
 _GZIP_MAX_RATIO = 1032  # deflate never expands one byte into more than ~1032
 
 
+MAX_DATA_BYTES_ENV = "JAXNET_MAX_DATA_BYTES"
+
+
 def max_idx_bytes() -> int:
-    """The most data bytes one IDX file may declare: half this machine's memory, at most 16 GiB."""
+    """The most data bytes one IDX file may declare: ``$JAXNET_MAX_DATA_BYTES`` if set,
+    else a quarter of this machine's memory, at most 2 GiB (MNIST's largest file is 47 MB).
+
+    >>> import os
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {MAX_DATA_BYTES_ENV: "1000"}):
+    ...     max_idx_bytes()
+    1000
+    >>> with mock.patch.dict(os.environ, {MAX_DATA_BYTES_ENV: "lots"}):
+    ...     max_idx_bytes()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: JAXNET_MAX_DATA_BYTES: expected a positive number of bytes, got 'lots'; ...
+    """
+    given = os.environ.get(MAX_DATA_BYTES_ENV)
+    if given is not None:
+        text = given.strip().replace("_", "")
+        if not text.isdigit() or int(text) <= 0:
+            raise ValueError(f"{MAX_DATA_BYTES_ENV}: expected a positive number of bytes, got "
+                             f"{given!r}; set it to an integer such as {4 << 30}, or unset it "
+                             f"for the default")
+        return int(text)
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
-        return 4 << 30
-    return min(16 << 30, memory // 2) if memory > 0 else 4 << 30
+        memory = 0
+    return min(2 << 30, memory // 4) if memory > 0 else 2 << 30
 
 
 def _read_exact(stream, n: int) -> bytes:
@@ -75,8 +101,10 @@ def read_idx(path: Path, shown: str, ndim: int, *,
             limit = max_idx_bytes()
             if size > limit:
                 raise ValueError(f"{shown}: its header declares dimensions {dims}, {size} bytes: "
-                                 f"more than the {limit} jaxnet reads (half this machine's "
-                                 f"memory); refusing to read it")
+                                 f"more than the {limit} jaxnet reads from one file "
+                                 f"({MAX_DATA_BYTES_ENV}); refusing to read it; set "
+                                 f"{MAX_DATA_BYTES_ENV}={size} to read it if this machine has "
+                                 f"the memory")
             if not compressed and st.st_size - header_size != size:
                 raise ValueError(f"{shown}: {st.st_size - header_size} data bytes after the "
                                  f"header, expected {size} for dimensions {dims} (truncated or "

@@ -1,4 +1,4 @@
-"""MNIST through tensorflow-datasets (extra ``jaxnet[tfds]``), imported only when asked for."""
+"""MNIST through tensorflow-datasets (extra ``jaxnet-course[tfds]``), imported only when asked for."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def load_mnist_tfds(split: str, idx_dir: Path) -> tuple[np.ndarray, np.ndarray]:
         import tensorflow_datasets as tfds
     except ImportError as e:
         raise ImportError(f"source='tfds' needs tensorflow-datasets and tensorflow: "
-                          f"pip install 'jaxnet[tfds]' ({e})") from None
+                          f"pip install 'jaxnet-course[tfds]' ({e})") from None
     tf.config.set_visible_devices([], "GPU")  # leave the GPU's memory to JAX
     builder = tfds.builder("mnist", data_dir=str(tfds_data_dir()))
     manual = idx_dir if (idx_dir / "train-images-idx3-ubyte.gz").is_file() else None

@@ -14,7 +14,10 @@ downloads a missing file into it, and never creates that folder.
 Reading is bounded: a file must be a regular file; its IDX header says how
 many bytes follow, and at most that many (plus one, to detect trailing data)
 are ever decompressed, so a small ``.gz`` that expands to gigabytes is
-refused early. ``load_idx`` reads the same layout with any image size.
+refused early. A header may declare at most ``$JAXNET_MAX_DATA_BYTES`` bytes
+per file (default: a quarter of this machine's memory, at most 2 GiB; MNIST's
+largest file holds 47 MB); a larger one is refused, naming the variable,
+before anything is allocated. ``load_idx`` reads the same layout with any image size.
 
 Reading the real test split (not run by the test suite: it needs MNIST):
 
@@ -234,7 +237,7 @@ def load_mnist(split: str = "train", data_dir=None, source: str = "idx", *,
         folder (``$JAXNET_DATA_DIR`` or ``~/.cache/jaxnet/mnist``, created and
         filled by download), whose files must be the official ones.
       source: ``"idx"`` (default, numpy only) or ``"tfds"`` (tensorflow-datasets,
-        extra ``jaxnet[tfds]``; prepared offline from the same IDX files when
+        extra ``jaxnet-course[tfds]``; prepared offline from the same IDX files when
         ``data_dir`` holds them; its order differs from the files').
       log: where the one-line note about non-official files goes (default: a
         ``logging`` warning of ``jaxnet.datasets``).

@@ -18,7 +18,7 @@ from jaxnet.train import evaluate
 @pytest.fixture
 def torch():
     return pytest.importorskip("torch", reason="PyTorch is not installed: pip install "
-                               "'jaxnet[torch]'")
+                               "'jaxnet-course[torch]'")
 
 
 @pytest.fixture
@@ -129,10 +129,13 @@ def test_cli_convert_errors_are_one_line(argv, message, tmp_path):
 
 
 def test_cli_convert_pt_without_torch_is_one_line(no_torch, tmp_path):
-    Path("model.pt").write_bytes(b"PK")
+    import zipfile
+
+    with zipfile.ZipFile("model.pt", "w") as z:  # what torch.save writes: a zip archive
+        z.writestr("model/data.pkl", b"")
     status, _, err = run_cli(["convert", "model.pt", "--to", "ck"])
     assert status == 1 and err.count("\n") == 1
-    assert "needs PyTorch: pip install 'jaxnet[torch]'; or use a .safetensors file" in err
+    assert "needs PyTorch: pip install 'jaxnet-course[torch]'; or use a .safetensors file" in err
 
 
 def test_cli_convert_pytorch_to_safetensors_format_only(torch, tmp_path):

@@ -175,7 +175,7 @@ def _add_train_mnist(tasks) -> None:
                    "jaxnet's folder $JAXNET_DATA_DIR or ~/.cache/jaxnet/mnist (official MNIST, "
                    "downloaded if missing)")
     p.add_argument("--source", choices=["idx", "tfds"], default="idx",
-                   help="data backend (tfds needs pip install 'jaxnet[tfds]')")
+                   help="data backend (tfds needs pip install 'jaxnet-course[tfds]')")
     add_config_flags(p, TRAIN_FIELDS, described=TRAIN_FIELDS)
     p.add_argument("--checkpoint-dir", help="save the full state after every epoch here "
                    "(locked while the run writes)")

@@ -21,10 +21,10 @@ other by structure and order:
   ``layers.0.weight``; ``self.fc1 = nn.Linear(...)`` gives ``fc1.weight``).
 
 Files: ``.safetensors`` through the ``safetensors`` package's numpy API (no
-PyTorch needed: ``pip install 'jaxnet[interop]'``); ``.pt``/``.pth``/``.bin``
+PyTorch needed: ``pip install 'jaxnet-course[interop]'``); ``.pt``/``.pth``/``.bin``
 only through ``torch.load(path, weights_only=True, map_location="cpu")``, which
 refuses any pickled object other than tensors and plain containers (``pip
-install 'jaxnet[torch]'``). There is no fallback to full unpickling.
+install 'jaxnet-course[torch]'``). There is no fallback to full unpickling.
 
 Contract: a model given as a template is copied, never changed; a key that
 does not fit is never dropped silently (``StateDictMismatchError`` lists them

@@ -102,7 +102,7 @@ def _import_safetensors(why: str):
         import safetensors.numpy as st
     except ImportError:
         raise ImportError(f"{why} needs the safetensors package: pip install "
-                          f"'jaxnet[interop]'") from None
+                          f"'jaxnet-course[interop]'") from None
     return st
 
 

@@ -81,9 +81,9 @@ def _import_torch(why: str):
     try:
         import torch
     except ImportError:
-        raise ImportError(f"{why} needs PyTorch: pip install 'jaxnet[torch]'; or use a "
+        raise ImportError(f"{why} needs PyTorch: pip install 'jaxnet-course[torch]'; or use a "
                           f".safetensors file, which jaxnet reads and writes without PyTorch "
-                          f"(pip install 'jaxnet[interop]')") from None
+                          f"(pip install 'jaxnet-course[interop]')") from None
     return torch
 
 

@@ -1,7 +1,9 @@
 """Placement: the state replicated on every device, every batch split along its rows.
 
 Each process feeds only the rows its own devices hold (``local_rows``), of
-the same global batch order in every process.
+the same global batch order in every process. A dataset kept on the devices
+for a whole run (the scan epoch's arrays) is split by rows too
+(``shard_rows``): each device holds its share, never a full copy.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ._mesh import (
     make_mesh,  # noqa: F401  # the doctests' mesh
 )
 
-__all__ = ["iter_epoch", "local_rows", "replicate", "shard_batch"]
+__all__ = ["iter_epoch", "local_rows", "replicate", "shard_batch", "shard_rows"]
 
 
 def _put(x: Any, sharding: NamedSharding) -> jax.Array:
@@ -87,6 +89,53 @@ def shard_batch(tree: Any, mesh: Mesh, *, axis: int = 0) -> Any:
             raise ValueError(f"batch: expected arrays with a batch axis {axis}, got shape {shape}")
         check_batch_size(shape[axis], mesh)
         return _put(x, sharding)
+
+    return jax.tree.map(put, tree)
+
+
+def shard_rows(tree: Any, mesh: Mesh) -> Any:
+    """Every leaf of ``tree`` (a dataset's arrays) split by rows over the mesh's devices.
+
+    Each device holds ``ceil(N / devices)`` rows, its share, instead of a copy
+    of all ``N`` (``replicate``): the memory per device falls as devices are
+    added. The rows are zero-padded to a multiple of the device count; the
+    padding is never indexed. A compiled gather (``jnp.take(x, idx)`` with
+    ``idx`` split over the mesh) still returns each device its rows: XLA
+    gathers from every device's share and adds the pieces (one all-reduce of
+    the batch, not of the dataset), with the same values as from a full copy.
+    In a multi-process run each process places only its own devices' rows.
+
+    Args:
+      tree: a pytree of arrays with rows along axis 0, the same values in
+        every process.
+      mesh: a mesh with a ``"data"`` axis (``make_mesh``).
+
+    Returns:
+      The pytree with every leaf a ``jax.Array`` of ``N`` rounded up to a
+      multiple of the device count rows, sharded ``P("data")``.
+
+    >>> x = shard_rows(np.arange(6.0).reshape(3, 2), make_mesh(1))
+    >>> x.shape, x.sharding.spec == P(DATA_AXIS), x[2].tolist()
+    ((3, 2), True, [4.0, 5.0])
+    """
+    sharding = NamedSharding(check_mesh(mesh), P(DATA_AXIS))
+
+    def put(x):
+        value = np.asarray(x)
+        if value.ndim == 0:
+            raise ValueError(f"data: expected arrays with rows (axis 0), got shape {value.shape}")
+        n = value.shape[0]
+        padded = -(-n // mesh.size) * mesh.size
+
+        def rows(index):  # one device's share: a view of the caller's rows, zero padding
+            lo, hi, _ = index[0].indices(padded)
+            part = value[min(lo, n):min(hi, n)]
+            if hi - lo > len(part):
+                part = np.concatenate([part, np.zeros((hi - lo - len(part), *value.shape[1:]),
+                                                      value.dtype)])
+            return part
+
+        return jax.make_array_from_callback((padded, *value.shape[1:]), sharding, rows)
 
     return jax.tree.map(put, tree)
 

@@ -8,8 +8,9 @@ The same batches in two forms, for the two ways an epoch runs:
 * host batches: padded ``(x, y, mask)`` batches fetched from any dataset
   (``host_batches``), for a Python loop over the jitted step.
 
-With a mesh, the arrays and the state are replicated on every device and
-every batch (or its indices) is split over them along the batch axis.
+With a mesh, the state is replicated on every device, the arrays are split
+by rows (each device holds its share of the dataset, ``shard_rows``) and
+every batch (or its indices) is split over the devices along the batch axis.
 ``as_loader`` turns what a user passes — ``(x, y)`` arrays, a ``Dataset``, a
 ``DataLoader`` — into the ``DataLoader``.
 """
@@ -25,6 +26,7 @@ import numpy as np
 
 from .. import parallel
 from ..data import ArrayDataset, DataLoader
+from ..parallel._placement import shard_rows
 
 
 def _pair(arrays: tuple, name: str) -> tuple:
@@ -65,11 +67,12 @@ class Batches:
         return tree if self.mesh is None else parallel.replicate(tree, self.mesh)
 
     def arrays(self) -> tuple[jax.Array, jax.Array]:
-        """The dataset's ``(x, y)`` arrays on the device (replicated over the mesh)."""
+        """The dataset's ``(x, y)`` arrays on the device (over a mesh: each device its rows,
+        zero-padded to a multiple of the device count; the indices never reach the padding)."""
         x_y = _pair(self.loader.arrays, self.name)
         if self.mesh is None:
             return tuple(jax.device_put(a) for a in x_y)
-        return tuple(parallel.replicate(a, self.mesh) for a in x_y)
+        return shard_rows(x_y, self.mesh)
 
     def index_batches(self, epoch: int) -> tuple[Any, Any, np.ndarray]:
         """Epoch ``epoch``'s ``(indices, mask)``, split over the mesh, and the real rows per batch.
@@ -81,6 +84,11 @@ class Batches:
         indices, mask = self.loader.index_batches(epoch)
         counts = mask.sum(axis=1)
         if self.mesh is not None:
+            # a dataset smaller than the batch gives N columns: pad them (masked) to the devices
+            pad = -indices.shape[1] % self.mesh.size
+            if pad:
+                indices = np.pad(indices, ((0, 0), (0, pad)))
+                mask = np.pad(mask, ((0, 0), (0, pad)))
             indices, mask = parallel.shard_batch((indices, mask), self.mesh, axis=1)
         return indices, mask, counts
 

@@ -83,9 +83,10 @@ def make_epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTr
 
     With ``mesh`` (``parallel.make_mesh()``) the state is replicated over its
     devices and every batch is split over them (``loader.batch_size`` must be
-    a multiple of the device count); the arrays of the scan path are
-    replicated on every device and only the batch indices are split, so each
-    device gathers its own rows.
+    a multiple of the device count); the arrays of the scan path are split
+    by rows, each device holding its share of the dataset, and the batch
+    indices are split too: each device receives its rows of every batch,
+    gathered from the devices' shares (the same values as from a full copy).
 
     Args:
       apply: pure model function ``apply(params, model_state, x, *, train, rng)``.

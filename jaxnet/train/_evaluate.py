@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections import OrderedDict
 from typing import Any
 
 import jax
@@ -44,8 +46,74 @@ def _eval_scan(apply, loss_fn, params, model_state, data, indices, mask):
     return totals
 
 
-_eval_scan_jit = jax.jit(_eval_scan, static_argnums=(0, 1))
-_batch_sums_jit = jax.jit(_batch_sums, static_argnums=(0, 1))
+_SAFE_VALUES = (int, float, complex, bool, str, bytes, type(None))
+
+
+def _stable_key(fn) -> Any:
+    """A key under which ``fn`` computes the same thing as every other ``fn`` with that key.
+
+    As ``jax.jit``'s static arguments: a hashable object by its ``==`` (a function or
+    ``nn.split``'s ``apply`` by identity, an ``nn.CrossEntropyLoss()`` by its settings). In
+    addition a ``functools.partial`` of such a function with literal arguments (numbers,
+    strings, tuples of them, typed so that ``1``, ``1.0`` and ``True`` differ) is keyed by
+    its contents, so ``partial(loss, label_smoothing=0.1)`` built afresh for each call
+    compiles once. A fresh lambda is never assumed equal to another (it may read other
+    globals): it compiles again, and only the last few variants are kept.
+    """
+    def value(v):
+        if type(v) in _SAFE_VALUES:
+            return (type(v), v)
+        if type(v) is tuple:
+            return (tuple, tuple(value(i) for i in v))
+        raise TypeError
+
+    if type(fn) is functools.partial:
+        try:
+            return ("partial", _stable_key(fn.func), value(fn.args),
+                    tuple(sorted((k, value(v)) for k, v in fn.keywords.items())))
+        except TypeError:
+            pass
+    try:
+        hash(fn)
+    except TypeError:  # held by its cache entry, so the id stays its own
+        return ("id", id(fn))
+    return (type(fn), fn)
+
+
+class _Variants:
+    """``jax.jit(partial(fn, *static))`` for the last ``size`` distinct static callables.
+
+    ``jax.jit(fn, static_argnums=...)`` at module level keeps a compiled variant for
+    every function object ever passed, forever (a fresh ``partial`` or lambda per call
+    leaked ~3.5 MiB and a recompile each); this keeps ``size`` and lets the rest go.
+
+    >>> square = _Variants(lambda f, x: f(x) ** 2, size=2)
+    >>> [float(square(abs)(-3.0)), float(square(abs)(2.0)), len(square)]
+    [9.0, 4.0, 1]
+    """
+
+    def __init__(self, fn, size: int = 8):
+        self._fn, self._size = fn, size
+        self._cache: OrderedDict = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def __call__(self, *static):
+        key = tuple(_stable_key(f) for f in static)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key][0]
+        # the static objects are held with their program: an id in a key stays theirs
+        jitted = jax.jit(functools.partial(self._fn, *static))
+        self._cache[key] = (jitted, static)
+        while len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return jitted
+
+
+_eval_scan_jit = _Variants(_eval_scan)
+_batch_sums_jit = _Variants(_batch_sums)
 
 
 def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
@@ -99,12 +167,12 @@ def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
     params, model_state = batches.place((params, model_state))
     if batches.on_device:
         indices, mask, _ = batches.index_batches(0)
-        totals = _eval_scan_jit(apply, loss_fn, params, model_state, batches.arrays(), indices,
-                                mask)
+        totals = _eval_scan_jit(apply, loss_fn)(params, model_state, batches.arrays(), indices,
+                                                mask)
     else:
         totals = None
         for x, y, m in batches.host_batches(0):
-            sums = _batch_sums_jit(apply, loss_fn, params, model_state, x, y, m)
+            sums = _batch_sums_jit(apply, loss_fn)(params, model_state, x, y, m)
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = dict(totals)
     count = totals.pop("count")
