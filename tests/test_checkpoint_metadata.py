@@ -222,11 +222,15 @@ CASES = [
          r"epoch 1, step \d+ of that epoch: opt_state\[0\]\.nu\['w'\]", check=no_checkpoints),
     # ---- item 4: a NaN checkpoint is not resumed silently
     # (fit's FiniteCheck refuses it before the first epoch; checkpoint._runs.resume refuses
-    # it itself, also when no epoch is left to train, once fit passes it check_finite)
+    # it itself, also when no epoch is left to train)
     Case("resume-nan-checkpoint-refused", lambda ws: train(3, resume=True),
          (NonFiniteError, checkpoint.CheckpointNonFiniteError),
          r"step_00000002 .*holds NaN/Inf in params\['layers'\].*check_finite=False "
          r"\(--no-check-finite\)", setup=nan_checkpoint),
+    Case("resume-nan-checkpoint-refused-when-nothing-is-left-to-train",
+         lambda ws: train(2, resume=True), checkpoint.CheckpointNonFiniteError,
+         r"step_00000002 holds NaN/Inf in params.*check_finite=False \(--no-check-finite\)",
+         setup=nan_checkpoint),
     Case("resume-nan-checkpoint-with-the-flag-again", lambda ws: train(
         3, resume=True, check_finite=False), setup=nan_checkpoint,
          check=lambda ws, r: [e["epoch"] for e in r[1]] == [1, 2, 3] or pytest.fail(r)),

@@ -142,7 +142,8 @@ def _start_run(stack: contextlib.ExitStack, state: TrainState, options: FitOptio
             if options.resume:
                 given = state
                 state, start_epoch, history = resume(directory, state, options.config,
-                                                     options.log or (lambda _: None))
+                                                     options.log or (lambda _: None),
+                                                     check_finite=options.check_finite)
                 restored = state is not given
         if not restored:
             start_epoch = _continued_epochs(state, steps_per_epoch, epochs, options.log)
