@@ -137,3 +137,19 @@ def test_a_forged_manifest_cannot_make_load_allocate_much(tmp_path):
     checkpoint.save("big", {"params": nn.state_dict(net()), "junk": np.zeros(300_000)}, step=1)
     with pytest.raises(checkpoint.CheckpointMismatchError, match="far more than a checkpoint"):
         jaxnet.load("big", into=net())
+
+
+def test_restore_names_jaxnet_load_for_a_training_checkpoint_or_a_missing_like(tmp_path):
+    """The course's habit (``torch.load(path)``, or restoring a training run into a model's
+    state dict) gets the one-call way in the message."""
+    model = nn.MLP(4, [3], 2, rngs=0)
+    apply, params, model_state = nn.split(model)
+    x, y = np.ones((8, 4), np.float32), np.array([0, 1] * 4)
+    fit(TrainState.create(params, optax.sgd(0.1), model_state=model_state), apply,
+        losses.cross_entropy, optax.sgd(0.1), (x, y), epochs=1, batch_size=4,
+        checkpoint_dir="run", progress=False, log=None)
+    with pytest.raises(TypeError, match=r"like: required.*jaxnet\.load\(path, into=model\)"):
+        checkpoint.restore("run")
+    with pytest.raises(checkpoint.CheckpointMismatchError,
+                       match=r"structure differs.*whole training state.*jaxnet\.load"):
+        checkpoint.restore("run", like=nn.state_dict(model))

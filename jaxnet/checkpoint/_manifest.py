@@ -248,6 +248,15 @@ def verify_files(step_path: Path, shown_step: str, manifest: dict) -> None:
                                          f"(truncated or changed: its sha256 differs)")
 
 
+def _train_state_hint(saved: list, paths: list) -> str:
+    """When a training run's checkpoint (a whole ``TrainState``) meets a model's state dict."""
+    tops = {entry["path"].split("/")[0] for entry in saved}
+    if {"params", "step"} <= tops and not any(p.startswith("params") for p in paths):
+        return (" (it holds a whole training state: params, optimizer state, step; to put its "
+                "weights into a model use jaxnet.load(path, into=model))")
+    return ""
+
+
 def check_like(shown_step: str, manifest: dict, like: Any) -> list:
     leaves = jax.tree.leaves(like)
     paths = leaf_paths(like)
@@ -260,7 +269,8 @@ def check_like(shown_step: str, manifest: dict, like: Any) -> list:
         shape, dtype = list(np.shape(x)), str(jnp.asarray(x).dtype)
         if s["path"] != p:
             raise CheckpointMismatchError(f"checkpoint {shown_step}: structure differs at {p}: "
-                                          f"the checkpoint has {s['path']} there")
+                                          f"the checkpoint has {s['path']} there"
+                                          + _train_state_hint(saved, paths))
         if s["shape"] != shape or s["dtype"] != dtype:
             raise CheckpointMismatchError(
                 f"checkpoint {shown_step}: {p} has shape {tuple(s['shape'])} {s['dtype']} in "

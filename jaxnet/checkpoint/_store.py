@@ -238,13 +238,14 @@ def restore_step(path: Path, shown: str, like: Any, step: int,
     return jax.tree.unflatten(jax.tree.structure(like), values), manifest
 
 
-def restore(directory, like: Any, *, step: int | None = None) -> Any:
+def restore(directory, like: Any = None, *, step: int | None = None) -> Any:
     """Load checkpoint ``step`` (default: the newest) shaped like ``like``.
 
     Args:
       directory: the folder given to ``save`` (any path: relative, ``~``...).
       like: a pytree with the structure, shapes and dtypes to restore into
         (e.g. a freshly created ``TrainState``); its values are not used.
+        Required (``None`` raises a ``TypeError`` naming ``jaxnet.load``).
       step: which checkpoint; ``None`` for the newest complete one.
 
     Returns:
@@ -260,6 +261,10 @@ def restore(directory, like: Any, *, step: int | None = None) -> Any:
     >>> restore(d, like={"w": jnp.zeros(3)}, step=1)["w"].tolist()
     [0.0, 1.0, 2.0]
     """
+    if like is None:  # torch.load(path) needs no template; a checkpoint of arrays does
+        raise TypeError("like: required: the structure to restore into, e.g. "
+                        "like=nn.state_dict(model) or a fresh TrainState; to load a model's "
+                        "weights for prediction, jaxnet.load(path, into=model)")
     path, shown = paths(directory)
     with _proc.signals_deferred():
         return restore_step(path, shown, like, resolve(path, shown, step))[0]

@@ -8,6 +8,7 @@ from flax import nnx
 
 from .._checks import positive_int
 from ._module import _Described
+from ._requires_grad import Param
 
 
 class BatchNorm1d(_Described):
@@ -55,8 +56,9 @@ class BatchNorm1d(_Described):
             raise ValueError(f"momentum: expected a number in [0, 1], got {momentum!r}")
         self.eps, self.momentum, self.affine = float(eps), float(momentum), bool(affine)
         n = self.num_features
-        self.weight = nnx.Param(jnp.ones(n)) if affine else nnx.data(None)
-        self.bias = nnx.Param(jnp.zeros(n)) if affine else nnx.data(None)
+        # Param refuses requires_grad naming jaxnet.optim.freeze (as Linear's do)
+        self.weight = Param.named(nnx.Param(jnp.ones(n)), "weight") if affine else nnx.data(None)
+        self.bias = Param.named(nnx.Param(jnp.zeros(n)), "bias") if affine else nnx.data(None)
         self.running_mean = nnx.BatchStat(jnp.zeros(n))
         self.running_var = nnx.BatchStat(jnp.ones(n))
         self.use_running_average = False  # NNX's name for eval mode (model.eval() sets it)
