@@ -163,7 +163,7 @@ def _tfds_available():
 
 
 @pytest.mark.skipif(not _tfds_available() and not os.environ.get("JAXNET_REQUIRE_TFDS"),
-                    reason="tensorflow-datasets not installed (pip install 'jaxnet[tfds]'); "
+                    reason="tensorflow-datasets not installed (pip install 'jaxnet-course[tfds]'); "
                            ".ci/run installs it and sets JAXNET_REQUIRE_TFDS=1")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::FutureWarning")
