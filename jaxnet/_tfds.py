@@ -1,4 +1,4 @@
-"""MNIST through tensorflow-datasets (extra ``jaxnet-course[tfds]``), imported only when asked for."""
+"""MNIST through tensorflow-datasets (extra ``jaxnet-course[tfds]``), imported only if asked."""
 
 from __future__ import annotations
 

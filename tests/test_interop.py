@@ -19,8 +19,8 @@ from conftest import run_python
 from jaxnet import cli, interop, mnist, nn
 from jaxnet.train import evaluate
 
-NO_TORCH = ("PyTorch is not installed: pip install 'jaxnet-course[torch]' (CI installs torch==2.13.0 "
-            "CPU and runs these)")
+NO_TORCH = ("PyTorch is not installed: pip install 'jaxnet-course[torch]' (CI installs "
+            "torch==2.13.0 CPU and runs these)")
 
 
 @pytest.fixture
