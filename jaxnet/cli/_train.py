@@ -238,8 +238,9 @@ def memory_needed(config, n_images: int, n_test: int, n_devices: int = 1) -> dic
     Args:
       config: the run's ``MnistConfig``.
       n_images, n_test: training (before the split) and test images.
-      n_devices: devices training together; each holds the whole data set (see
-        ``jaxnet.parallel``), and on CPU they all share the host's memory.
+      n_devices: devices training together; each holds the parameters and the
+        optimizer state, one global batch, and its share of the data set (the
+        rows are split over the devices); on CPU they share the host's memory.
 
     Returns:
       ``{"--hidden": …, "--batch-size": …, "--devices": …}``: the parameters,
@@ -248,7 +249,9 @@ def memory_needed(config, n_images: int, n_test: int, n_devices: int = 1) -> dic
     >>> from jaxnet.mnist import MnistConfig
     >>> need = memory_needed(MnistConfig(), 60_000, 10_000)
     >>> need["--hidden"], need["--devices"]
-    (8573088, 55160000)
+    (8573088, 219800000)
+    >>> memory_needed(MnistConfig(), 60_000, 10_000, n_devices=8)["--devices"]
+    27475000
     """
     from ..mnist._config import layer_sizes, param_count
 
@@ -256,7 +259,8 @@ def memory_needed(config, n_images: int, n_test: int, n_devices: int = 1) -> dic
     weights = 4 * (2 + moments) * param_count(config)  # float32 params, grads, moments
     # float32 inputs, activations and their gradients, for the padded last batch too
     batch = 4 * 3 * config.batch_size * sum(layer_sizes(config))
-    data = (n_images + n_test) * (784 + 4)  # uint8 images, int32 labels
+    # float32 pixels and int32 labels on the device(s), each device its share of the rows
+    data = -(-(n_images + n_test) // n_devices) * (4 * 784 + 4)
     return {"--hidden": weights, "--batch-size": batch, "--devices": data}
 
 
@@ -288,13 +292,18 @@ def _check_fits(config, n_images: int, n_test: int = 0, n_devices: int = 1) -> N
                         f"smaller --batch-size")
     need = memory_needed(config, n_images, n_test, n_devices)
     have = _memory_bytes()
-    # CPU devices share the host's memory: every device's copy counts against it
+    # CPU devices share the host's memory: every device's parameters, optimizer state and
+    # batch count against it (the data is split, so its shares add up to one copy)
     shared = jax.devices()[0].platform == "cpu"
     total_need = (need["--hidden"] + need["--batch-size"] + need["--devices"]) * \
         (n_devices if shared else 1)
     if have is None or total_need <= have:
         return
-    flag = max((f for f in need if f != "--devices" or n_devices > 1), key=need.get)
+    one_device = need["--hidden"] + need["--batch-size"] + need["--devices"] * n_devices
+    if shared and n_devices > 1 and one_device <= have:  # the copies per device are the cost
+        flag = "--devices"
+    else:
+        flag = max(("--hidden", "--batch-size"), key=need.get)
     fix = {"--hidden": "choose smaller layers", "--batch-size": "choose a smaller --batch-size",
            "--devices": "choose fewer --devices"}[flag]
     devices = f"each of the {n_devices} devices" if n_devices > 1 else "the device"
