@@ -155,7 +155,7 @@ def summary(model: nnx.Module, input_shape: SequenceABC[int], *, dtype=jnp.float
 
     try:
         jax.eval_shape(traced, params, state, jax.ShapeDtypeStruct(input_shape, dtype))
-    except TypeError as error:  # shapes that do not fit the layers
+    except (TypeError, ValueError) as error:  # shapes that do not fit the layers
         raise ValueError(f"input_shape: {type(model).__name__} cannot take an input of shape "
                          f"{input_shape}: {str(error).splitlines()[0]}") from error
 
