@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from .. import _fs, _proc
 from .._checks import _is_int
 from .._tree import array_digest, leaf_paths
+from ..nn._functional import check_live
 from ._errors import (
     CheckpointCorruptError,
     CheckpointError,
@@ -91,6 +92,8 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
     path, shown = paths(directory)
     name = step_name(step)
     final, shown_final = path / name, os.path.join(shown, name)
+    # a state a train step consumed: jaxnet's one line, not "Array has been deleted"
+    check_live(state, "state", "save the state the step or fit returned")
     try:  # convert once, so the manifest describes exactly what is stored
         leaves = [jnp.asarray(x) for x in jax.tree.leaves(state)]
     except TypeError as e:

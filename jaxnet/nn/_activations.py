@@ -26,9 +26,16 @@ class Identity(_Stateless):
 class ReLU(_Stateless):
     """``max(x, 0)`` elementwise (``nn.ReLU``): any shape, same shape and dtype out.
 
-    >>> ReLU()(jnp.array([-1.0, 0.0, 2.0])).tolist()
+    Args:
+      inplace: accepted for PyTorch's ``nn.ReLU(inplace=True)``; JAX arrays are
+        never changed in place, and the output is the same either way.
+
+    >>> ReLU(inplace=True)(jnp.array([-1.0, 0.0, 2.0])).tolist()
     [0.0, 0.0, 2.0]
     """
+
+    def __init__(self, inplace: bool = False):
+        del inplace  # the result is identical; only PyTorch's memory use differs
 
     def __call__(self, x):
         return jax.nn.relu(x)
@@ -122,8 +129,16 @@ class Flatten(_Described):
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)
 
     def __call__(self, x):
+        # PyTorch raises for an axis past the input's (a modulo would flatten another axis)
+        for name, dim in (("start_dim", self.start_dim), ("end_dim", self.end_dim)):
+            if not -x.ndim <= dim < x.ndim:
+                raise IndexError(f"Flatten: expected {name} in [{-x.ndim}, {x.ndim}) for a "
+                                 f"{x.ndim}-D input of shape {tuple(x.shape)}, got {dim}")
         start = self.start_dim % x.ndim
         end = self.end_dim % x.ndim
+        if start > end:
+            raise ValueError(f"Flatten: expected start_dim before end_dim, got axes {start} "
+                             f"and {end} of a {x.ndim}-D input")
         return x.reshape(*x.shape[:start], -1, *x.shape[end + 1:])
 
     def describe(self) -> str:

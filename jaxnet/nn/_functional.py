@@ -266,7 +266,8 @@ def _put(model: nnx.Module, which, values: Any, name: str) -> None:
     """Check ``values`` against the ``which`` part of ``model``, then copy them in, cast."""
     current = nnx.state(model, which)
     want = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(current))[0]
-    got_leaves, _ = jax.tree_util.tree_flatten_with_path(values)
+    # None is a leaf here, so {"bias": None} is named as unexpected, not a pytree error later
+    got_leaves, _ = jax.tree_util.tree_flatten_with_path(values, is_leaf=lambda v: v is None)
     want_paths = [jax.tree_util.keystr(p) for p, _ in want]
     got_paths = [jax.tree_util.keystr(p) for p, _ in got_leaves]
     if want_paths != got_paths:

@@ -10,6 +10,7 @@ import numpy as np
 from flax import nnx
 
 from .._checks import positive_int
+from ._functional import check_fresh
 from ._module import _Described, _require_rngs
 from ._requires_grad import Param, handed_out
 
@@ -87,6 +88,12 @@ class Linear(_Described, nnx.Linear):
             fix = ("convert pixels to float first: datasets.to_float(images) (PyTorch's "
                    "ToTensor)" if dtype == jnp.uint8 else "convert it first: x.astype(jnp.float32)")
             raise TypeError(f"Linear: input x has dtype {dtype}; {fix}")
+        shape = tuple(getattr(x, "shape", ()))
+        if not shape or shape[-1] != self.in_features:  # static: PyTorch's message, not XLA's
+            raise ValueError(f"Linear: expected input (..., {self.in_features}) (in_features="
+                             f"{self.in_features}), got shape {shape}; flatten images first "
+                             f"(x.reshape(len(x), -1)) or build Linear({shape[-1] if shape else 1},"
+                             f" {self.out_features})")
         return super().__call__(x, **kwargs)
 
     @property
@@ -96,6 +103,7 @@ class Linear(_Described, nnx.Linear):
         A copy: changing it changes nothing, and ``weight.requires_grad = False``
         is refused at the next ``nn.split`` (freeze with ``jaxnet.optim.freeze``).
         """
+        check_fresh(self, "weight")  # after a step loop: the trained values are in the state
         return handed_out(self, self.kernel[...].T)
 
     def describe(self) -> str:

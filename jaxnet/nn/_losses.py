@@ -22,6 +22,26 @@ class _Loss:
     reduction: str = "mean"
     _fn: ClassVar[Callable]
 
+    def __new__(cls, *args, **kwargs):
+        # PyTorch spellings that would otherwise fail with a dataclass message about another
+        # argument: the class used as the loss (criterion = nn.CrossEntropyLoss, no "()"),
+        # and PyTorch's first argument weight= (class weights) given by position or name.
+        name = cls.__name__
+        if args and not isinstance(args[0], str):
+            if len(args) >= 2 or "mask" in kwargs:
+                raise TypeError(f"{name}: expected an instance as the loss, got the class "
+                                f"called with (outputs, targets); write criterion = "
+                                f"nn.{name}() and then criterion(outputs, targets)")
+            kwargs = {"weight": args[0], **kwargs}
+        torch_only = [k for k in ("weight", "pos_weight", "ignore_index", "size_average",
+                                  "reduce") if k in kwargs]
+        if torch_only:
+            raise TypeError(f"{name}: expected reduction= (and label_smoothing=), got PyTorch's "
+                            f"{torch_only[0]}=, which jaxnet does not have; weight or mask the "
+                            f"per-example losses: (w * loss(outputs, y, reduction='none')).sum()"
+                            f" / w.sum(), or loss(outputs, y, mask=keep)")
+        return super().__new__(cls)
+
     def __post_init__(self):
         if self.reduction not in _REDUCTIONS:
             raise ValueError(f"{type(self).__name__}: expected reduction in {_REDUCTIONS}, "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Sequence as SequenceABC
 from typing import Any
 
@@ -27,6 +27,18 @@ class Sequential(Module, nnx.Sequential):
     >>> len(model), model[0].weight.shape, type(model[1]).__name__
     (3, (3, 4), 'ReLU')
     """
+
+    def __init__(self, *layers: Any):
+        for i, layer in enumerate(layers):
+            if isinstance(layer, type):  # nn.ReLU for nn.ReLU(): would fail at the first call
+                raise TypeError(f"Sequential: expected layer objects, got the class "
+                                f"{layer.__name__} at position {i}; write {layer.__name__}()")
+            if isinstance(layer, Mapping):  # PyTorch's Sequential(OrderedDict(...))
+                raise TypeError("Sequential: expected layers as arguments, got a dict of "
+                                "named layers (PyTorch's OrderedDict form); write "
+                                "Sequential(*layers.values()), or a Module with one "
+                                "attribute per name for PyTorch's state dict keys")
+        super().__init__(*layers)
 
     def __getitem__(self, index: int):
         return self.layers[index]

@@ -54,12 +54,16 @@ def __dir__() -> list[str]:  # dir() and tab completion show the API, not the im
     return list(__all__)
 
 
-def relu(x: jax.Array) -> jax.Array:
+def relu(x: jax.Array, inplace: bool = False) -> jax.Array:
     """``max(x, 0)`` elementwise (``F.relu``).
 
-    >>> relu(jnp.array([-2.0, 0.5]))
+    ``inplace`` is accepted for PyTorch's ``F.relu(x, inplace=True)``: JAX
+    arrays never change in place, and the result is the same.
+
+    >>> relu(jnp.array([-2.0, 0.5]), inplace=True)
     Array([0. , 0.5], dtype=float32)
     """
+    del inplace
     return jax.nn.relu(x)
 
 

@@ -36,6 +36,12 @@ def check_optimizer_attributes(optimizer) -> None:
     ...
     TypeError: optimizer.lr: an optax optimizer ignores attributes set on it, so the rate ...
     """
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        name = getattr(optimizer, "__name__", type(optimizer).__name__)
+        built = (f"call it first: optax.{name}(learning_rate=1e-3)" if callable(optimizer)
+                 else "e.g. optax.adam(1e-3)")
+        raise TypeError(f"optimizer: expected an optax GradientTransformation, got {name}; "
+                        f"{built}")
     set_here = [n for n in _HYPERPARAMS if n in getattr(optimizer, "__dict__", ())]
     if set_here:
         raise TypeError(
