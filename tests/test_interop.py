@@ -292,7 +292,8 @@ def test_pytorch_files_without_torch_say_what_to_install(no_torch, tmp_path):
     (tmp_path / "model.pt").write_bytes(b"PK\x03\x04 not really")
     for call in (lambda: interop.load("model.pt"),
                  lambda: interop.save("out.pth", {"w": np.ones(2)})):
-        with pytest.raises(ImportError, match=r"needs PyTorch: pip install 'jaxnet\[torch\]'; "
+        with pytest.raises(ImportError, match=r"needs PyTorch: pip install "
+                                              r"'jaxnet-course\[torch\]'; "
                                               r"or use a \.safetensors file"):
             call()
     assert not (tmp_path / "out.pth").exists()

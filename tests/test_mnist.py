@@ -76,7 +76,7 @@ def test_schedule_length_is_part_of_the_saved_configuration():
     (dict(lr=float("nan")), "lr: expected a positive finite number, got nan"),
     (dict(momentum=1.5), r"momentum: expected a number in \[0, 1\), got 1.5"),
     (dict(optimizer="rmsprop"), "optimizer: expected one of .* got 'rmsprop'"),
-    (dict(hidden=(512, 0)), r"hidden: expected positive layer sizes .* got \(512, 0\)"),
+    (dict(hidden=(512, 0)), r"hidden: expected layer sizes in \[1, 2147483647\] .* got \(512, 0\)"),
     (dict(val_split=-1), "val_split: expected a non-negative int, got -1"),
     (dict(dropout=1.0), r"dropout: expected a probability in \[0, 1\), got 1.0"),
     (dict(seed=2**32), r"seed: expected an int in \[0, 2\*\*32\), got 4294967296"),
