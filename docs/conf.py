@@ -3,10 +3,19 @@
 Build:  nox -s docs
    or:  pip install -e '.[docs]' && sphinx-build -W --keep-going -b html docs docs/_build/html
 
-Every tutorial is a MyST-Markdown notebook that myst-nb executes on each build
-(``nb_execution_mode = "force"``); a cell that raises fails the build. Nothing
-is fetched at build time or by the built pages: no intersphinx, no remote
-images, fonts, math renderer or analytics.
+Chinese (简体中文) edition, from the catalogs in docs/locale/zh_CN/LC_MESSAGES:
+        sphinx-build -W --keep-going -b html -D language=zh_CN docs docs/_build/html/zh_CN
+
+Every tutorial is a MyST-Markdown notebook that myst-nb executes during the
+build; a cell that raises fails the build. Execution goes through one shared
+jupyter-cache (``nb_execution_mode = "cache"``, docs/_build/.jupyter_cache) keyed
+on each notebook's code cells: the English build executes, and the Chinese build
+(same code cells, translated prose) reuses those outputs, so both languages show
+the same numbers from one execution. A page whose code changed executes again;
+a change in jaxnet itself does not change the key, so ``nox -s docs`` and
+``.ci/run`` start from an empty cache. Nothing is fetched at build time or by
+the built pages: no intersphinx, no remote images, fonts, math renderer or
+analytics.
 """
 
 import copy
@@ -77,8 +86,18 @@ source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
 root_doc = "index"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
 
-# --- myst-nb: execute every notebook on every build --------------------------
-nb_execution_mode = "force"
+# --- i18n: the Chinese edition (sphinx-intl catalogs, one per page) -------------
+# `-D language=zh_CN` builds it; the API reference has no catalogs and stays English.
+locale_dirs = ["locale/"]
+gettext_compact = False     # one catalog per page (docs/locale/zh_CN/LC_MESSAGES/<page>.po)
+gettext_location = False    # no source line numbers: editing a page does not touch its catalog
+gettext_uuid = False
+LANGUAGES = {"en": "English", "zh_CN": "简体中文"}   # the switcher's languages
+TRANSLATED_DIR = "zh_CN"    # the Chinese site is docs/_build/html/zh_CN
+
+# --- myst-nb: execute every notebook once, through a cache both languages share --
+nb_execution_mode = "cache"
+nb_execution_cache_path = str(ROOT / "docs" / "_build" / ".jupyter_cache")
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True          # the traceback is in the build log when a cell fails
 nb_execution_timeout = 300           # seconds per cell (MNIST pages train for a few)
@@ -112,8 +131,11 @@ html_theme = "sphinx_book_theme"
 html_title = "jaxnet"
 html_static_path = ["_static"]
 html_css_files = ["custom.css"]
+templates_path = [str(ROOT / "docs" / "_templates")]   # the switcher (lang-switch.html)
 html_theme_options = {
     "show_toc_level": 2,
+    # The language switcher (_templates/lang-switch.html), beside the download menu.
+    "article_header_end": ["lang-switch.html", "article-header-buttons.html"],
     "use_download_button": True,
     "use_fullscreen_button": False,
     "use_repository_button": False,
@@ -347,7 +369,95 @@ def _offer_notebook(app, pagename, templatename, context, doctree):
     context["ipynb_source"] = f"{pagename}.ipynb"
 
 
+# --- the Chinese edition -----------------------------------------------------------
+def _is_translated(config) -> bool:
+    return (config.language or "en") != "en"
+
+
+def _chinese_search(app, config):
+    """A zh_CN build indexes Chinese words: Sphinx's ``zh`` search splits with jieba.
+
+    Without jieba the splitter keeps each run of Chinese text whole (a search for
+    张量 finds nothing), so a Chinese build without it is a warning (-W: an error).
+    """
+    if not _is_translated(config):
+        return
+    if config.language.split("_")[0] == "zh":
+        config.html_search_language = "zh"
+        try:
+            import jieba
+        except ImportError:
+            from sphinx.util import logging
+
+            logging.getLogger(__name__).warning(
+                "the Chinese search index needs jieba (pip install -e '.[docs]'): without it "
+                "no Chinese word is searchable")
+            return
+        jieba.setLogLevel(30)  # WARNING: not its "Loading model from cache" lines
+        # The course's terms (the glossary's 中文 column) are words of their own, so a
+        # search for 自动微分 or 模型的保存与加载 finds them: the search box splits a query
+        # only at spaces and punctuation, while jieba would cut 自动微分 into 自动 + 微分.
+        terms = _glossary_terms()
+        if terms:
+            path = ROOT / "docs" / "_build" / f"jieba_terms.{config.language}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(f"{term}\n" for term in terms), encoding="utf-8")
+            config.html_search_options = {**config.html_search_options, "dict": str(path)}
+
+
+def _glossary_terms() -> list[str]:
+    """The Chinese terms in docs/glossary.md's table (its 中文 column), one per entry."""
+    glossary = ROOT / "docs" / "glossary.md"
+    terms = []
+    if not glossary.is_file():
+        return terms
+    for line in glossary.read_text(encoding="utf-8").splitlines():
+        if line.startswith("|"):
+            cell = line.strip().strip("|").split("|")[1]
+            terms += [t for t in re.split(r"[\s、，,／/（）()]+", cell)
+                      if re.search(r"[\u4e00-\u9fff]", t)]
+    return list(dict.fromkeys(terms))
+
+
+def _translated_output_folder(app):
+    """The Chinese build's executed notebooks go beside the English ones, not into its site.
+
+    myst-nb writes them to <outdir>/../jupyter_execute, which for docs/_build/html/zh_CN
+    is inside the English site; this runs after myst-nb's own builder-inited.
+    """
+    if not _is_translated(app.config) or not hasattr(app.env, "mystnb_config"):
+        return
+    folder = Path(app.outdir).parent
+    if Path(app.outdir).name == TRANSLATED_DIR:
+        folder = folder.parent
+    app.env.mystnb_config = app.env.mystnb_config.copy(
+        output_folder=str((folder / f"jupyter_execute_{app.config.language}").resolve()))
+
+
+def _language_switch(app, pagename, templatename, context, doctree):
+    """The relative link from this page to the same page in the other language.
+
+    English pages are docs/_build/html/<page>.html, Chinese ones
+    docs/_build/html/zh_CN/<page>.html: from 05_training.html the link is
+    zh_CN/05_training.html, and back ../05_training.html (from api/x.html,
+    ../zh_CN/api/x.html and ../../api/x.html).
+    """
+    up = "../" * pagename.count("/")
+    page = pagename + app.builder.out_suffix
+    if _is_translated(app.config):
+        context["jaxnet_other_language"] = {
+            "href": f"{up}../{page}", "hreflang": "en", "label": LANGUAGES["en"],
+            "title": "Read this page in English"}
+    else:
+        context["jaxnet_other_language"] = {
+            "href": f"{up}{TRANSLATED_DIR}/{page}", "hreflang": "zh-CN",
+            "label": LANGUAGES[TRANSLATED_DIR], "title": "阅读本页的简体中文版"}
+
+
 def setup(app):
+    app.connect("config-inited", _chinese_search)
+    app.connect("builder-inited", _translated_output_folder, priority=600)  # after myst-nb
+    app.connect("html-page-context", _language_switch)
     app.connect("autodoc-skip-member", _skip_foreign_members)
     app.connect("autodoc-process-docstring", _note_reexports)
     app.connect("autodoc-process-signature", _init_signature)

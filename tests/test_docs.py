@@ -31,7 +31,7 @@ DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
 
 # The site's pages that are not notebooks (no executed cells; their ```python
 # blocks are illustrations, such as the cheat sheet's imports).
-PLAIN_PAGES = {"index", "pytorch_cheatsheet"}
+PLAIN_PAGES = {"index", "pytorch_cheatsheet", "glossary"}
 NOTEBOOK_PAGES = {"01_tensors", "02_autograd", "03_models", "04_data", "05_training",
                   "06_evaluation", "07_saving_and_loading", "08_devices", "09_mnist", "gotchas"}
 FRESH_PROCESS_PAGES = {"08_devices"}
