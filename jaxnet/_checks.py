@@ -26,13 +26,16 @@ def non_negative_int(name: str, value: Any) -> int:
     return int(value)
 
 
+SEED_LIMIT = 2**32  # jax.random.PRNGKey keeps 32 bits of a seed
+
+
 def seed_int(name: str, value: Any) -> int:
     """``int(value)`` if it is an int in [0, 2**32), else ``ValueError``.
 
     ``jax.random.PRNGKey`` keeps only 32 bits of larger seeds (``PRNGKey(2**40)``
     equals ``PRNGKey(0)``), so a larger seed would silently repeat another run.
     """
-    if not _is_int(value) or not 0 <= value < 2**32:
+    if not _is_int(value) or not 0 <= value < SEED_LIMIT:
         raise ValueError(f"{name}: expected an int in [0, 2**32), got {value!r}")
     return int(value)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-_SEED_LIMIT = 2**32  # jax.random.PRNGKey keeps 32 bits of a seed
+from .._checks import SEED_LIMIT
+
 _INT32_MAX = 2**31 - 1  # the step counter and XLA's sizes
 _MAX_TIMEOUT = 86_400  # one day: jax.distributed takes an int of seconds
 _MAX_HIDDEN_LAYERS = 100  # deeper MLPs overflow XLA's compiler stack (a crash, not an error)
@@ -88,8 +89,8 @@ _INDEX = _number(int, minimum=0, maximum=65_535, what="an int in [0, 65535]")
 _POSITIVE_FLOAT = _number(float, above=0, what="a positive float")
 NON_NEGATIVE_INT = _number(int, minimum=0, what="a non-negative int")
 _PROBABILITY = _number(float, minimum=0, below=1, what="a probability in [0, 1)")
-_SEED = _number(int, minimum=0, below=_SEED_LIMIT,
-                what=f"an int in [0, {_SEED_LIMIT - 1}] (jax.random.PRNGKey keeps 32 bits)")
+_SEED = _number(int, minimum=0, below=SEED_LIMIT,
+                what=f"an int in [0, {SEED_LIMIT - 1}] (jax.random.PRNGKey keeps 32 bits)")
 
 # The argparse type of each MnistConfig field that is a flag (a field with
 # "choices" takes them as strings); the flags' order is each command's own.

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._checks import non_negative_int, positive_int, seed_int
+from .._checks import SEED_LIMIT, non_negative_int, positive_int, seed_int
 
 PIXELS, CLASSES = 784, 10  # the MLP's input (28 x 28 flattened) and output sizes
 INT32_MAX = 2**31 - 1  # the step counter is int32; XLA's sizes fit it too
@@ -70,7 +70,7 @@ class MnistConfig:
         "choices": ("constant", "warmup_cosine")})
     hidden: tuple[int, ...] = field(default=(512, 256), metadata={
         "help": "hidden layer sizes, e.g. 512,256"})
-    seed: int = field(default=0, metadata={"help": f"an int in [0, {2**32 - 1}]"})
+    seed: int = field(default=0, metadata={"help": f"an int in [0, {SEED_LIMIT - 1}]"})
     loss: str = field(default="cross_entropy", metadata={  # on logits | on log-softmax
         "choices": ("cross_entropy", "nll")})
     label_smoothing: float = 0.1  # cross_entropy only, as F.cross_entropy's
