@@ -92,6 +92,11 @@ class ArrayDataset(Dataset):
     def __getitem__(self, index):
         return tuple(a[index] for a in self.arrays)
 
+    @property
+    def tensors(self) -> tuple:
+        """The arrays, as PyTorch's ``TensorDataset.tensors`` (the same as ``arrays``)."""
+        return self.arrays
+
     def __repr__(self) -> str:
         shapes = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in self.arrays)
         return f"ArrayDataset({shapes})"

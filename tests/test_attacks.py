@@ -11,6 +11,7 @@ as regression rows.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,6 +142,15 @@ def equal_to(value):
     return check
 
 
+def names(modules):
+    return [type(m).__name__ for m in modules]
+
+
+def step_with(loss_fn):
+    _, apply, opt, state = fresh()
+    return train.make_train_step(apply, loss_fn, opt)(state, (X[:4], Y[:4]))
+
+
 MSG_STALE = "nn.update\\(model, state\\)"
 MSG_CONSUMED = "consumed by a train step"
 
@@ -212,6 +222,27 @@ CASES = [
     Case("dataloader-batch-size-none", lambda: data.DataLoader(data.TensorDataset(X, Y),
                                                                batch_size=None),
          ValueError, "batch_size"),
+    Case("model-children", lambda: names(Net(nn.Rngs(0)).children()),
+         check=equal_to(["Linear", "Linear", "Linear"]), fixed=True),
+    Case("model-modules", lambda: names(nn.MLP(3, [4], 2, rngs=0).modules()),
+         check=equal_to(["MLP", "Linear", "ReLU", "Linear"]), fixed=True),
+    Case("model-named-modules", lambda: [n for n, _ in Net(nn.Rngs(0)).named_modules()],
+         check=equal_to(["", "fc1", "fc2", "fc10"]), fixed=True),
+    Case("sequential-named-modules", lambda: [n for n, _ in nn.MLP(
+        3, [4], 2, rngs=0).named_modules()], check=equal_to(["", "0", "1", "2"]), fixed=True),
+    Case("model-double", lambda: Net(nn.Rngs(0)).double(), TypeError,
+         "model.double\\(\\): jaxnet .*jax.tree.map\\(lambda a: a.astype\\(jnp.float64\\), "
+         "params\\).*jax_enable_x64", fixed=True),
+    Case("model-half", lambda: Net(nn.Rngs(0)).half(), TypeError,
+         "model.half\\(\\): jaxnet .*a.astype\\(jnp.float16\\)", fixed=True),
+    Case("model-float", lambda: Net(nn.Rngs(0)).float(), TypeError,
+         "model.float\\(\\): jaxnet .*float32", fixed=True),
+    Case("sequential-append", lambda: nn.Sequential(nn.Linear(3, 2, rngs=nn.Rngs(0))).append(
+        nn.ReLU()), TypeError, "Sequential.append\\(\\): .*nn.Sequential\\(\\*layers, new\\)",
+         fixed=True),
+    Case("tensor-dataset-tensors", lambda: [a.tolist() for a in data.TensorDataset(
+        X[:2, 0], Y[:2]).tensors], check=equal_to([X[:2, 0].tolist(), Y[:2].tolist()]),
+         fixed=True),
     # ---- the learner's objects after training ------------------------------------------
     Case("stale-weight-view", lambda: stale_model().fc1.weight, nn.StaleModelError,
          MSG_STALE, fixed=True),
@@ -235,6 +266,12 @@ CASES = [
         nn.Linear(3, 2, rngs=nn.Rngs(0)), after_step_loop()[2]), ValueError,
          "structure differs"),
     Case("fit-epochs-true", lambda: fit(epochs=True), ValueError, "non-negative int"),
+    Case("fit-reduction-none-loss", lambda: fit(nn.CrossEntropyLoss(reduction="none")),
+         TypeError, "loss_fn: expected a scalar loss.*got shape \\(4,\\).*reduction=\"mean\"",
+         fixed=True),
+    Case("step-reduction-none-partial", lambda: step_with(functools.partial(
+        losses.cross_entropy, reduction="none")), TypeError,
+         "loss_fn: expected a scalar loss.*reduction=\"mean\"", fixed=True),
     Case("fit-reduction-sum-loss", lambda: fit(nn.CrossEntropyLoss(reduction="sum"))[1][0][
         "train_loss"] > 0, check=equal_to(True)),
     # ---- optim -------------------------------------------------------------------------

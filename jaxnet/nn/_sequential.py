@@ -49,6 +49,12 @@ class Sequential(Module, nnx.Sequential):
     def __iter__(self) -> Iterator[Any]:
         return iter(self.layers)
 
+    def append(self, layer: Any):
+        """Refused: a model is built once; make a new ``Sequential`` with the extra layer."""
+        raise TypeError(f"Sequential.append(): jaxnet builds a model once (nn.split reads its "
+                        f"layers), got {type(layer).__name__} to add; build it with the new "
+                        f"layer: nn.Sequential(*layers, new) (or nn.Sequential(*model, new))")
+
 
 _ACTIVATION_LAYERS: dict[str, Callable[[], nnx.Module]] = {
     "relu": ReLU,

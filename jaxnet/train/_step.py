@@ -61,13 +61,35 @@ def _split_batch(batch) -> tuple[Any, Any, Any]:
                                                   else ""))
 
 
+def check_scalar_loss(loss: Any) -> None:
+    """``TypeError`` naming ``reduction="mean"`` for a loss that is not one number.
+
+    ``nn.CrossEntropyLoss(reduction="none")`` gives one loss per example, which
+    ``jax.value_and_grad`` refuses with "Gradient only defined for
+    scalar-output functions". Checked on the traced shape, once per compile.
+
+    >>> check_scalar_loss(jnp.zeros(4))
+    Traceback (most recent call last):
+    ...
+    TypeError: loss_fn: expected a scalar loss to differentiate, got shape (4,) ...
+    """
+    shape = getattr(loss, "shape", None)
+    if shape is not None and tuple(shape) != ():
+        raise TypeError(f"loss_fn: expected a scalar loss to differentiate, got shape "
+                        f"{tuple(shape)} (one loss per example: reduction=\"none\"); build the "
+                        f"loss with reduction=\"mean\" (the default), e.g. nn.CrossEntropyLoss() "
+                        f"or losses.cross_entropy")
+
+
 def _grad_step(apply: Apply, loss_fn: LossFn, optimizer, state: TrainState, x, y, mask):
     """One optimizer step in training mode; returns the new state, the loss and the grads."""
     key = jax.random.fold_in(state.rng, state.step)
 
     def objective(params):
         outputs, model_state = apply(params, state.model_state, x, train=True, rng=key)
-        return loss_fn(outputs, y, mask=mask), model_state
+        loss = loss_fn(outputs, y, mask=mask)
+        check_scalar_loss(loss)  # the shape is known while tracing: free
+        return loss, model_state
 
     (loss, model_state), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
