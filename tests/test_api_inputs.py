@@ -17,32 +17,19 @@ import gzip
 import json
 import os
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from test_faults import Case, idx_bytes
 
 from jaxnet import datasets, interop, losses, nn
 from jaxnet.callbacks import NonFiniteError
 from jaxnet.data import ArrayDataset, DataLoader, Dataset
 from jaxnet.train import TrainState, evaluate, fit
-
-
-@dataclass
-class Case:
-    id: str
-    call: Callable[[Path], Any]
-    error: type | None = None  # None: the call must succeed, and ``check`` holds
-    match: str = ""
-    check: Callable[[Path, Any], None] | None = None
-    setup: Callable[[Path], None] | None = None
-
 
 X = np.ones((8, 3), np.float32)
 Y = np.array([0, 1] * 4, np.int64)
@@ -115,19 +102,13 @@ def _renamed(src: str, dst: str):
     return setup
 
 
-def _idx(array: np.ndarray) -> bytes:
-    header = (0x0800 + array.ndim).to_bytes(4, "big")
-    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    return header + np.ascontiguousarray(array, np.uint8).tobytes()
-
-
 def _empty_mnist(ws: Path) -> None:
     (ws / "z").mkdir()
     for prefix in ("train", "t10k"):
         with gzip.open(ws / "z" / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
-            f.write(_idx(np.zeros((0, 28, 28))))
+            f.write(idx_bytes(np.zeros((0, 28, 28))))
         with gzip.open(ws / "z" / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
-            f.write(_idx(np.zeros((0,))))
+            f.write(idx_bytes(np.zeros((0,))))
 
 
 def _trained_last_class_never(ws, result):

@@ -23,16 +23,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
-import tracemalloc
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from unittest import mock
 
 import numpy as np
 import pytest
+from test_faults import Case, bounded, idx_bytes
 
 from conftest import ROOT
 from jaxnet import cli, datasets
@@ -129,22 +125,6 @@ def test_evaluate_keys_a_partial_by_its_literal_arguments_with_their_types():
 # --------------------------------------------------------------------------- data reads (table)
 
 
-@dataclass
-class Case:
-    id: str
-    call: Callable[[Path], Any]
-    error: type | None = None  # None: the call must succeed, and ``check`` holds
-    match: str = ""
-    check: Callable[[Path, Any], None] | None = None
-    setup: Callable[[Path], None] | None = None
-
-
-def _idx(array: np.ndarray) -> bytes:
-    header = (0x0800 + array.ndim).to_bytes(4, "big")
-    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    return header + np.ascontiguousarray(array, np.uint8).tobytes()
-
-
 def small_dataset(ws: Path, n: int = 64) -> None:
     folder = ws / "data"
     folder.mkdir(exist_ok=True)
@@ -152,8 +132,8 @@ def small_dataset(ws: Path, n: int = 64) -> None:
     for prefix, rows in (("train", 4 * n), ("t10k", n)):
         images = rng.integers(0, 256, (rows, 28, 28), dtype=np.uint8)
         labels = (np.arange(rows) % 10).astype(np.uint8)
-        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx(images)))
-        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(labels)))
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images)))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
 
 
 def honest_3_gib(ws: Path) -> None:
@@ -178,19 +158,6 @@ def env(values: dict, call):
                 else:
                     os.environ[name] = value
             return call(ws)
-    return run
-
-
-def bounded(call, seconds=10.0, peak_mb=64):
-    def run(ws):
-        tracemalloc.start()
-        t0 = time.perf_counter()
-        try:
-            return call(ws)
-        finally:
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
-            assert time.perf_counter() - t0 < seconds and peak < peak_mb << 20, (peak, seconds)
     return run
 
 
@@ -221,13 +188,13 @@ def _test_images(ws):
 
 CASES = [
     Case("idx-honest-3-gib-refused-by-default",
-         env({ENV: None}, bounded(_test_images)), ValueError,
+         env({ENV: None}, bounded(_test_images, seconds=10.0)), ValueError,
          rf"^data/t10k-images-idx3-ubyte.gz: its header declares dimensions \({(3 << 30) // 784}, "
          rf"28, 28\), {(3 << 30) // 784 * 784} bytes: more than the \d+ jaxnet reads from one "
          rf"file \(JAXNET_MAX_DATA_BYTES\); refusing to read it; set "
          rf"JAXNET_MAX_DATA_BYTES={(3 << 30) // 784 * 784} to read it", setup=honest_3_gib),
     Case("idx-env-limit-refuses-before-reading",
-         env({ENV: "1000"}, bounded(_test_images)), ValueError,
+         env({ENV: "1000"}, bounded(_test_images, seconds=10.0)), ValueError,
          r"^data/t10k-images-idx3-ubyte.gz: its header declares dimensions \(64, 28, 28\), "
          r"50176 bytes: more than the 1000 jaxnet reads from one file \(JAXNET_MAX_DATA_BYTES\)",
          setup=small_dataset),
