@@ -283,16 +283,9 @@ _PUBLIC_NAMES: dict[int, str] = {}
 
 def _public_modules():
     """``jaxnet`` and every public module it exposes (``jaxnet.nn.functional`` too)."""
-    import importlib
+    import jaxnet
 
-    found, todo = [], ["jaxnet"]
-    while todo:
-        name = todo.pop(0)
-        module = importlib.import_module(name)
-        found.append(module)
-        todo += [f"{name}.{member}" for member in module.__all__
-                 if inspect.ismodule(getattr(module, member))]
-    return found
+    return jaxnet._public_modules()
 
 
 def _check_api_coverage(app, env):

@@ -34,6 +34,7 @@ Optimizers are optax's, used directly: ``optax.sgd``, ``optax.adam``.
 from __future__ import annotations
 
 import importlib
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -67,6 +68,19 @@ def __getattr__(name: str) -> Any:
     if name in _NAMES:
         return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
     raise AttributeError(f"module 'jaxnet' has no attribute {name!r}")
+
+
+def _public_modules() -> list:
+    """``jaxnet`` and every module a public module names in its ``__all__`` (imported), in
+    breadth-first order: the walk the API reference and its tests share."""
+    found, todo = [], [__name__]
+    while todo:
+        name = todo.pop(0)
+        module = importlib.import_module(name)
+        found.append(module)
+        todo += [f"{name}.{member}" for member in module.__all__
+                 if isinstance(getattr(module, member), types.ModuleType)]
+    return found
 
 
 def __dir__() -> list[str]:

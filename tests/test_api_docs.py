@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+import jaxnet
+
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 API = DOCS / "api"
 
@@ -33,14 +35,7 @@ _OPTION = re.compile(r"^   :([\w-]+):(.*)$", re.M)
 
 def public_modules() -> list:
     """``jaxnet`` and every module a public module names in its ``__all__``."""
-    found, todo = [], ["jaxnet"]
-    while todo:
-        name = todo.pop(0)
-        module = importlib.import_module(name)
-        found.append(module)
-        todo += [f"{name}.{member}" for member in module.__all__
-                 if inspect.ismodule(getattr(module, member))]
-    return found
+    return jaxnet._public_modules()
 
 
 def directives(page: Path) -> list[tuple[str, str, dict[str, str]]]:
