@@ -199,6 +199,17 @@ def test_epoch_log_prints_metrics_rounded_and_history_keeps_full_floats():
     assert logs["val_accuracy"] == accuracy
 
 
+def test_epoch_log_shows_a_fast_epochs_real_time_not_zero():
+    """A toy dataset's epoch takes milliseconds: the time column says how many (it said 0.00s)."""
+    run = callbacks.Run(apply=None, loss_fn=None, optimizer=None, loader=None, epochs=3)
+    lines = []
+    for epoch, seconds in ((1, 0.4567), (2, 0.00243), (3, 0.0000312)):
+        logs = {"epoch": epoch, "train_loss": 0.5, "seconds": seconds}
+        callbacks.EpochLog(lines.append).on_epoch_end(run, epoch, None, logs)
+    assert [line.rsplit("  ", 1)[1] for line in lines] == ["457ms", "2.4ms", "0.031ms"]
+    assert not any(line.endswith("0.00s") for line in lines)
+
+
 def test_summary_prints_or_returns_never_both(capsys):
     model = nn.MLP(4, [8], 3, rngs=0)
     assert nn.summary(model, (2, 4)) is None  # a REPL shows nothing more

@@ -22,12 +22,29 @@ def _write_line(log: Callable[[str], Any], line: str) -> None:
         log(line)
 
 
+def format_seconds(seconds: float) -> str:
+    """A duration with the digits it needs: ``1.50s``, ``37ms``, ``2.4ms``, ``0.31ms``.
+
+    A toy dataset's epoch takes a few milliseconds, which ``f"{seconds:.2f}s"``
+    showed as a column of ``0.00s``.
+
+    >>> [format_seconds(s) for s in (12.345, 1.5, 0.0374, 0.00243, 0.000312)]
+    ['12.35s', '1.50s', '37ms', '2.4ms', '0.31ms']
+    """
+    if seconds >= 0.9995:  # what would print as 1000ms
+        return f"{seconds:.2f}s"
+    milliseconds = seconds * 1000
+    if milliseconds >= 10:
+        return f"{milliseconds:.0f}ms"
+    return f"{milliseconds:.2g}ms"
+
+
 def format_epoch(logs: dict, epochs: int) -> str:
-    """``epoch 2/5  train_loss 0.1234  val_loss …  val_accuracy …  1.23s``."""
+    """``epoch 2/5  train_loss 0.1234  val_loss …  val_accuracy …  1.23s`` (or ``4.2ms``)."""
     parts = [f"epoch {logs['epoch']}/{epochs}", f"train_loss {logs['train_loss']:.4f}"]
     parts += [f"{k} {v:.4f}" for k, v in logs.items()
               if k.startswith("val_") and isinstance(v, float)]
-    parts.append(f"{logs['seconds']:.2f}s")
+    parts.append(format_seconds(logs["seconds"]))
     return "  ".join(parts)
 
 
