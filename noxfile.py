@@ -74,9 +74,12 @@ def docs(session):
 def bench(session):
     """jaxnet vs PyTorch, Flax NNX, Keras 3 and Equinox on MNIST, then the NaN guard's cost.
 
-    Same recipe, same machine, alternating fresh processes, the matmul ceiling
-    and the cost growth in the same run (``benchmarks/mnist_peers.py``; its
-    flags after ``--``). ``nox -s bench -- --quick`` checks that it all runs.
+    Same recipe, same machine, alternating fresh processes (``benchmarks/mnist_peers.py``;
+    its flags after ``--``): the peers in their idioms and at their best (Keras
+    ``steps_per_execution``, ``torch.compile``), the matmul floor and ceiling, the
+    targets as ratios per round, time to first result cold and warm, the float32/bf16
+    and cost-growth grid, and peak RSS on 1-64 CPU devices. ``nox -s bench -- --quick``
+    checks that it all runs. (The GPU check, ``benchmarks/gpu_check.sh``, is not here.)
     """
     session.install("-e", ".[torch,bench]")
     session.env.setdefault("JAXNET_DATA_DIR", os.environ.get(

@@ -5,34 +5,46 @@ ReLU, log-softmax + NLL), with the same recipe (the course's: Adam lr 0.01
 constant, batch 64, 5 epochs), the same data (the same uint8 IDX files,
 ``(x / 255 - 0.5) / 0.5``, a fresh shuffle every epoch) and PyTorch's
 initialisation, each in its framework's documented idiom, in a fresh process.
-The peers alternate within each round (the order rotates every round) so
-machine noise hits them all. Reported in one table:
+Each peer is also run at its best: Keras with ``steps_per_execution`` = the
+epoch's steps and PyTorch with ``torch.compile``. The peers alternate within
+each round (the order rotates every round) so machine noise hits them all.
 
-* steady-state epoch: the median over epochs 2.. of every round;
-* share of the ceiling: the model's FLOPs per epoch / epoch time / the
-  machine's matmul ceiling (the best of numpy, PyTorch and JAX on a 2048^3
-  fp32 matmul, measured in this run, before and after the peers);
-* time to first result: process start until the test accuracy is printed;
-* peak resident memory (RSS) of the process;
-* jaxnet's ratio to each (below 1: jaxnet is faster / smaller);
+1. **The table**: steady-state epoch (the median over epochs 2..), share of
+   the machine's fp32 matmul ceiling (the best of numpy, PyTorch and JAX on a
+   2048^3 matmul, measured before and after), time to first result (process
+   start to the printed test accuracy), peak RSS, jaxnet's ratio to each.
+   Rows: jaxnet cold (``JAXNET_COMPILATION_CACHE`` an empty folder) and warm
+   (the same folder, the next process); PyTorch eager cold (the round's first
+   process) and warm (the second, right after); ``torch.compile`` (an empty
+   Inductor cache, so its first epoch compiles); Flax NNX; Keras ``fit``;
+   Keras ``fit`` with ``steps_per_execution``; Equinox; and **the matmul
+   floor**, the course step's eight matmuls as one XLA call x938 steps
+   (``peers/matmul_floor.py``).
+2. **The targets** (``_targets.py``) as ratios per round, with a verdict.
+3. **The cost growth and precision grid**: jaxnet float32, jaxnet bf16
+   (``--precision bf16``; "precision API not available" where this jaxnet
+   has none) and PyTorch, steady epoch and test accuracy at batch 64, 1024,
+   8192 and hidden widths 512 (784-512-256-10) and 2048 (784-2048-1024-10),
+   a table and a plot (``cost_growth.png``), with the bf16 target per cell.
+4. **The memory grid** (``_memory.py``): peak RSS of a short data-parallel
+   run on 1, 2, 8 and 64 CPU devices.
 
-then the issue's targets against the per-round numbers, and the cost growth:
-steady-state epoch of jaxnet and PyTorch for batch sizes 64, 256, 1024, 8192
-and hidden widths 512 (784-512-256-10) and 2048 (784-2048-1024-10), as a
-table and a plot (``cost_growth.png``). The numbers go to ``mnist_peers.json``
-and ``cost_growth.json`` beside the plot.
+Every result file records the machine (``_machine.record``: CPU model,
+family/model, the speed flags avx2/avx512f/avx512_bf16/amx, cores, load
+average, date, jaxnet's commit and uncommitted files, versions). Files:
+``mnist_peers.json`` (table, targets, memory grid), ``cost_growth.json`` and
+``.png`` (grid).
 
-The machine must be quiet: a full run starts only when the 1-minute load
+The machine should be quiet: a full run starts only when the 1-minute load
 average is below ``--max-start-load`` (1.5). A peer's run is kept only if the
 load average stayed at most ``--max-load`` (3.0; the benchmark itself adds
 ~2 on two cores) and other processes used at most ``--max-other-cpu`` cores
-(0.5; the machine's busy time from /proc/stat less the peer's own) while it
-ran; otherwise it is rerun once the machine is quiet again, waiting at most
-``--wait`` seconds in all. A section (the table, the cost growth) that cannot
-be measured so is reported as stopped and not written; the exit status is
-then 3 (2: the machine was never quiet). The JSON files record the load, the
-other processes' CPU and jaxnet's commit (and uncommitted files) with the
-numbers. ``--quick`` (1 round, 2 epochs, a corner of the grid, no gate,
+(0.5) while it ran; otherwise it is rerun once the machine is quiet again,
+waiting at most ``--wait`` seconds in all. A section that cannot be measured
+so is reported as stopped and not written; the exit status is then 3 (2:
+the machine was never quiet). On a shared machine raise the three limits
+and say so: the JSON records the load and the other processes' CPU.
+``--quick`` (1 round, 2 epochs, one grid cell, 1 and 2 devices, no gate,
 results in ``benchmarks/results/quick/``) only checks that everything runs:
 its numbers are not measurements.
 
@@ -43,45 +55,70 @@ Run:  nox -s bench      or   python benchmarks/mnist_peers.py [--quick] [--round
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+import _machine
+import _memory
+import _targets
+from _machine import cpu_seconds, describe_cpu, wait_for_quiet, write_json
+from _plot import plot_grid
+from _targets import steady
 
 HERE = Path(__file__).resolve().parent
 PEERS_DIR = HERE / "peers"
 RESULTS = HERE / "results"
 N_TRAIN = 60_000
+KERAS_ENV = {"KERAS_BACKEND": "jax"}
+JAXNET_CACHE = {"JAXNET_COMPILATION_CACHE": "{round_dir}/jaxnet-compile-cache"}
 
 
 class Peer:
-    """One framework's script in ``benchmarks/peers/`` and the package it needs."""
+    """One framework's script in ``benchmarks/peers/``, its flags and environment (``{round_dir}``
+    in a value: a folder made empty for each round) and the package it needs."""
 
-    def __init__(self, key, label, script, package, env=None):
+    def __init__(self, key, label, script, package, *, args=(), env=None):
         self.key, self.label, self.script, self.package = key, label, script, package
-        self.env = env or {}
+        self.args, self.env = list(args), env or {}
+
+    def environ(self, round_dir: str) -> dict:
+        return {k: v.format(round_dir=round_dir) for k, v in self.env.items()}
 
 
 PEERS = [
-    Peer("jaxnet", "jaxnet (whole-epoch scan)", "jaxnet_scan.py", "jaxnet"),
-    Peer("pytorch", "PyTorch, DataLoader", "torch_dataloader.py", "torch"),
+    Peer("jaxnet", "jaxnet (whole-epoch scan), cold compile cache", "jaxnet_scan.py", "jaxnet",
+         env=JAXNET_CACHE),
+    Peer("jaxnet_warm", "jaxnet, warm compile cache (next process)", "jaxnet_scan.py",
+         "jaxnet", env=JAXNET_CACHE),
+    Peer("pytorch", "PyTorch eager, DataLoader (cold: 1st process)", "torch_dataloader.py",
+         "torch"),
+    Peer("pytorch_warm", "PyTorch eager, DataLoader (warm: 2nd process)",
+         "torch_dataloader.py", "torch"),
+    Peer("torch_compile", "PyTorch torch.compile (empty Inductor cache)", "torch_dataloader.py",
+         "torch", args=["--compile"], env={"TORCHINDUCTOR_CACHE_DIR": "{round_dir}/inductor"}),
     Peer("nnx", "Flax NNX, nnx.Optimizer + nnx.jit loop", "nnx_jit.py", "flax"),
-    Peer("keras", "Keras 3 on JAX, model.fit", "keras_fit.py", "keras", {"KERAS_BACKEND": "jax"}),
+    Peer("keras", "Keras 3 on JAX, model.fit", "keras_fit.py", "keras", env=KERAS_ENV),
+    Peer("keras_spe", "Keras 3 fit, steps_per_execution = steps per epoch", "keras_fit.py",
+         "keras", args=["--steps-per-execution", "0"], env=KERAS_ENV),
     Peer("equinox", "Equinox, filter_jit loop", "equinox_jit.py", "equinox"),
+    Peer("floor", "matmul floor: the step's 8 matmuls, one XLA call x938", "matmul_floor.py",
+         "jax"),
 ]
 BY_KEY = {p.key: p for p in PEERS}
-JAX_PEERS = ("nnx", "keras", "equinox")
-GRID_BATCHES = (64, 256, 1024, 8192)
+# Rotated as units: a warm run follows its cold one in the same round.
+GROUPS = (("jaxnet", "jaxnet_warm"), ("pytorch", "pytorch_warm"), ("torch_compile",), ("nnx",),
+          ("keras",), ("keras_spe",), ("equinox",), ("floor",))
+GRID_BATCHES = (64, 1024, 8192)
 GRID_WIDTHS = (512, 2048)
-QUICK_GRID = ((256, 512), (8192, 512))
+QUICK_GRID = ((1024, 512),)
+NO_PRECISION = "precision API not available"
 
 
 def hidden_of(width: int) -> list[int]:
@@ -97,130 +134,20 @@ def epoch_gflop(hidden, n: int = N_TRAIN) -> float:
     return (3 * forward - 2 * sizes[0] * sizes[1]) * n / 1e9
 
 
-# ---------------------------------------------------------------- the machine
-
-def cpu_info() -> dict:
-    """CPU model (``lscpu``), family/model numbers, cores and whether AVX-512F / AVX2 exist."""
-    fields = {}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    flags = set(fields.get("Flags", "").split())
-    if not flags and Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.partition(":")[2].split())
-                break
-    return {
-        "model_name": fields.get("Model name", platform.processor() or "unknown"),
-        "vendor": fields.get("Vendor ID"),
-        "family": fields.get("CPU family"),
-        "model": fields.get("Model"),
-        "hypervisor": fields.get("Hypervisor vendor"),
-        "cores": os.cpu_count(),
-        "avx512f": "avx512f" in flags,
-        "avx2": "avx2" in flags,
-    }
-
-
-def describe_cpu(cpu: dict) -> str:
-    isa = ", ".join(f"{name} {'yes' if cpu[name] else 'no'}" for name in ("avx512f", "avx2"))
-    extra = f" (family {cpu['family']} model {cpu['model']})" if cpu.get("family") else ""
-    virt = f", under {cpu['hypervisor']}" if cpu.get("hypervisor") else ""
-    return f"{cpu['model_name']}{extra}, {cpu['cores']} cores{virt}; {isa}"
-
-
-class LoadWatch:
-    """Samples the 1-minute load average every ``every`` seconds in a thread."""
-
-    def __init__(self, every: float = 2.0):
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
-
-    def _run(self, every):
-        while not self._stop.is_set():
-            self.samples.append(os.getloadavg()[0])
-            self._stop.wait(every)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def max(self) -> float:
-        return max(self.samples, default=os.getloadavg()[0])
-
-
-def busy_cores(window: float = 5.0) -> float:
-    """Cores the machine kept busy over the next ``window`` seconds (``/proc/stat``)."""
-    busy0, _ = cpu_seconds()
-    time.sleep(window)
-    return (cpu_seconds()[0] - busy0) / window
-
-
-def wait_for_quiet(threshold: float, wait_s: float, max_busy: float = 0.3) -> float:
-    """The 1-minute load average once the machine is quiet, waiting up to ``wait_s``: the
-    load average below ``threshold`` and, over 5 s, at most ``max_busy`` cores busy (the
-    load average lags by a minute). Past ``wait_s``, the last load average seen."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        load = os.getloadavg()[0]
-        busy = busy_cores() if load < threshold else float("nan")
-        if (load < threshold and busy <= max_busy) or time.monotonic() >= deadline:
-            return load if busy <= max_busy else max(load, threshold)
-        print(f"load average {load:.2f}" + (f", {busy:.2f} cores busy" if busy == busy else "")
-              + ": waiting for a quiet machine", flush=True)
-        time.sleep(min(30.0, max(1.0, deadline - time.monotonic())))
-
-
-def matmul_ceiling(n: int = 2048) -> dict:
-    """fp32 GFLOP/s of an n^3 matmul (best of 5) in numpy, PyTorch and JAX, a subprocess each."""
-    code = {
-        "numpy": "import numpy as np; a=np.ones(({n},{n}),np.float32); f=lambda: a@a",
-        "torch": "import torch; torch.set_num_threads({t}); a=torch.ones({n},{n}); f=lambda: a@a",
-        "jax": "import jax, jax.numpy as jnp; a=jnp.ones(({n},{n})); g=jax.jit(lambda a: a@a); "
-               "f=lambda: g(a).block_until_ready()",
-    }
-    timing = ("\nimport time\nf(); best=1e9\nfor _ in range(5):\n t=time.perf_counter(); f(); "
-              "best=min(best, time.perf_counter()-t)\nprint(2*{n}**3/best/1e9)")
-    out = {}
-    for name, setup in code.items():
-        src = (setup + timing).format(n=n, t=os.cpu_count() or 1)
-        res = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True)
-        if res.returncode == 0:
-            out[name] = float(res.stdout.strip().splitlines()[-1])
-    return out
+class PeerError(Exception):
+    """A peer's script said it cannot run this configuration (``{"error": ...}``)."""
 
 
 # ------------------------------------------------------------------ the peers
 
-def cpu_seconds() -> tuple[float, float]:
-    """``(busy, steal)`` CPU seconds of the whole machine so far (``/proc/stat``; 0 elsewhere)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return 0.0, 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
-    tick = os.sysconf("SC_CLK_TCK")
-    return (user + nice + system + irq + softirq) / tick, steal / tick
-
-
 def run_peer(peer: Peer, *, epochs: int, batch_size: int, hidden, seed: int,
-             data_dir: str | None) -> dict:
+             data_dir: str | None, round_dir: str, args=()) -> dict:
     """Run one peer in a fresh process: its epochs, accuracy, time to first result, peak RSS,
     and how many cores other processes used meanwhile (the machine's busy time less the
     peer's and this process's) and the hypervisor stole."""
     cmd = [sys.executable, str(PEERS_DIR / peer.script), "--epochs", str(epochs),
-           "--batch-size", str(batch_size), "--hidden", *map(str, hidden), "--seed", str(seed)]
+           "--batch-size", str(batch_size), "--hidden", *map(str, hidden), "--seed", str(seed),
+           *peer.args, *args]
     if data_dir:
         cmd += ["--data-dir", data_dir]
     out = {"peer": peer.key, "epochs": [], "seed": seed, "batch_size": batch_size,
@@ -230,7 +157,7 @@ def run_peer(peer: Peer, *, epochs: int, batch_size: int, hidden, seed: int,
         mine0 = sum(os.times()[:2])
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                                env={**os.environ, **peer.env})
+                                env={**os.environ, **peer.environ(round_dir)})
         for line in proc.stdout:
             if not line.startswith("{"):
                 continue  # a framework's own chatter
@@ -248,17 +175,14 @@ def run_peer(peer: Peer, *, epochs: int, batch_size: int, hidden, seed: int,
         peer_cpu = usage.ru_utime + usage.ru_stime + sum(os.times()[:2]) - mine0
         out["other_cpu_cores"] = max(0.0, (busy1 - busy0 - peer_cpu) / wall)
         out["steal_cores"] = (steal1 - steal0) / wall
+        if "error" in out:
+            raise PeerError(out["error"])
         if status != 0 or "test_accuracy" not in out:
             err.seek(0)
             tail = "".join(err.readlines()[-15:])
             raise SystemExit(f"{peer.key} failed (wait status {status}):\n{tail}")
     out["peak_rss_mib"] = usage.ru_maxrss / 1024  # Linux: KiB
     return out
-
-
-def steady(epochs: list[float]) -> float:
-    """Median epoch after the first (which compiles)."""
-    return statistics.median(epochs[1:] if len(epochs) > 1 else epochs)
 
 
 def summarize(runs: list[dict], gflop: float, ceiling: float) -> dict:
@@ -275,140 +199,85 @@ def summarize(runs: list[dict], gflop: float, ceiling: float) -> dict:
     }
 
 
-def verdict(values: list[float], holds) -> str:
-    ok = [holds(v) for v in values]
-    if len(values) < 2:
-        return ("holds" if ok[0] else "fails") + " (1 round: no noise estimate)"
-    if all(ok):
-        return "holds in every round"
-    return "fails in every round" if not any(ok) else "within noise (holds in some rounds)"
-
-
-def targets(summary: dict, ceiling: float, gflop: float, rounds: int) -> list[dict]:
-    """The issue's targets, per round (each round's jaxnet vs the same round's peers)."""
-    def per_round(key, fn):
-        return [fn(summary[key]["runs"][r]) for r in range(rounds)]
-
-    jx = [steady(r["epochs"]) for r in summary["jaxnet"]["runs"]]
-    rows = [{"target": "share of ceiling >= 65%", "values": [gflop / e / ceiling for e in jx],
-             "holds": lambda v: v >= 0.65, "fmt": "{:.0%}"}]
-    if "pytorch" in summary:
-        torch_epochs = per_round("pytorch", lambda r: steady(r["epochs"]))
-        torch_first = per_round("pytorch", lambda r: r["time_to_result_s"])
-        jx_first = [r["time_to_result_s"] for r in summary["jaxnet"]["runs"]]
-        rows += [
-            {"target": "epoch <= 0.33x PyTorch's",
-             "values": [a / b for a, b in zip(jx, torch_epochs, strict=True)],
-             "holds": lambda v: v <= 0.33, "fmt": "{:.2f}"},
-            {"target": "time to first result <= 0.4x PyTorch's",
-             "values": [a / b for a, b in zip(jx_first, torch_first, strict=True)],
-             "holds": lambda v: v <= 0.4, "fmt": "{:.2f}"},
-        ]
-    jax_peers = [k for k in JAX_PEERS if k in summary]
-    if jax_peers:
-        fastest = [min(steady(summary[k]["runs"][r]["epochs"]) for k in jax_peers)
-                   for r in range(rounds)]
-        rows.append({"target": ">= 1.4x faster than the fastest JAX peer",
-                     "values": [f / j for f, j in zip(fastest, jx, strict=True)],
-                     "holds": lambda v: v >= 1.4, "fmt": "{:.2f}x"})
-    for row in rows:
-        row["verdict"] = verdict(row["values"], row.pop("holds"))
-    return rows
-
-
 # ------------------------------------------------------------------- printing
+
+def _acc(values) -> str:
+    return " / ".join("—" if a is None else f"{a:.4f}" for a in values)
+
 
 def print_table(summary: dict, ceiling: float, gflop: float) -> None:
     jx = summary["jaxnet"]
-    print("\n| | epoch (steady) | share of ceiling | first result | peak RSS | test accuracy "
-          "| jaxnet ÷ it: epoch | first result | RSS |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| | epoch (steady) | share of ceiling | first epoch | first result | peak RSS "
+          "| test accuracy | jaxnet ÷ it: epoch | first result | RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for key, s in summary.items():
+        floor = key == "floor"  # trains nothing: no result, no model
         print(f"| {BY_KEY[key].label} | {s['steady_epoch_s']:.2f} s | "
-              f"{s['share_of_ceiling']:.0%} | {s['time_to_result_s']:.1f} s | "
-              f"{s['peak_rss_mib']:.0f} MiB | "
-              + " / ".join(f"{a:.4f}" for a in s["test_accuracy"]) + " | "
-              f"{jx['steady_epoch_s'] / s['steady_epoch_s']:.2f} | "
-              f"{jx['time_to_result_s'] / s['time_to_result_s']:.2f} | "
-              f"{jx['peak_rss_mib'] / s['peak_rss_mib']:.2f} |")
-    print(f"\none epoch = {gflop:.1f} GFLOP; ceiling {ceiling:.0f} GFLOP/s")
+              f"{s['share_of_ceiling']:.0%} | {s['first_epoch_s']:.2f} s | "
+              + ("— | — | — | " if floor else
+                 f"{s['time_to_result_s']:.1f} s | {s['peak_rss_mib']:.0f} MiB | "
+                 f"{_acc(s['test_accuracy'])} | ")
+              + f"{jx['steady_epoch_s'] / s['steady_epoch_s']:.2f} | "
+              + ("— | — |" if floor else
+                 f"{jx['time_to_result_s'] / s['time_to_result_s']:.2f} | "
+                 f"{jx['peak_rss_mib'] / s['peak_rss_mib']:.2f} |"))
+    print(f"\none epoch = {gflop:.1f} GFLOP; fp32 ceiling {ceiling:.0f} GFLOP/s")
     if any(s["share_of_ceiling"] > 1 for s in summary.values()):
         print("a share above 100%: the ceiling was measured while the machine was busy")
 
 
-def print_grid(grid: list[dict]) -> None:
-    print("\n| hidden | batch | jaxnet epoch | PyTorch epoch | jaxnet ÷ PyTorch "
-          "| jaxnet share of ceiling | PyTorch share |")
-    print("|---|---|---|---|---|---|---|")
+def print_targets(rows: list[dict], title: str = "target (issue 20)") -> None:
+    print(f"\n| {title} | per round | verdict |\n|---|---|---|")
+    for row in rows:
+        values = " / ".join(row["fmt"].format(v) for v in row["values"]) or "—"
+        print(f"| {row['target']} | {values} | {row['verdict']} |")
+
+
+def print_grid(grid: list[dict], precision_rows: list[dict]) -> None:
+    print("\n| hidden | batch | jaxnet fp32 epoch | jaxnet bf16 epoch | bf16 ÷ fp32 "
+          "| accuracy fp32 / bf16 | PyTorch epoch | jaxnet fp32 ÷ PyTorch | bf16 target |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    verdicts = {(tuple(r["hidden"]), r["batch_size"]): r["verdict"] for r in precision_rows}
     for c in grid:
+        bf = c.get("jaxnet_bf16_s")
         print(f"| {'-'.join(map(str, c['hidden']))} | {c['batch_size']} | "
-              f"{c['jaxnet_s']:.2f} s | {c['pytorch_s']:.2f} s | "
-              f"{c['jaxnet_s'] / c['pytorch_s']:.2f} | {c['jaxnet_share']:.0%} | "
-              f"{c['pytorch_share']:.0%} |")
+              f"{c['jaxnet_s']:.2f} s | " + (f"{bf:.2f} s | {bf / c['jaxnet_s']:.2f} | "
+                                             if bf else "— | — | ")
+              + f"{c['jaxnet_accuracy']:.4f} / "
+              + (f"{c['jaxnet_bf16_accuracy']:.4f}" if bf else "—")
+              + f" | {c['pytorch_s']:.2f} s | {c['jaxnet_s'] / c['pytorch_s']:.2f} | "
+              + verdicts.get((tuple(c["hidden"]), c["batch_size"]), "—") + " |")
 
 
-def plot_grid(grid: list[dict], ceiling: float, path: Path, title: str) -> bool:
-    try:
-        import matplotlib
-    except ImportError:
-        print("no plot: matplotlib is not installed (pip install -e .[bench])")
-        return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for width in sorted({c["hidden"][0] for c in grid}):
-        cells = sorted((c for c in grid if c["hidden"][0] == width), key=lambda c: c["batch_size"])
-        b = [c["batch_size"] for c in cells]
-        hidden = "-".join(map(str, cells[0]["hidden"]))
-        style = "-" if width == min(GRID_WIDTHS) else "--"
-        for key, color in (("jaxnet", "tab:blue"), ("pytorch", "tab:orange")):
-            name = "jaxnet" if key == "jaxnet" else "PyTorch"
-            left.plot(b, [c[f"{key}_s"] for c in cells], style, marker="o", color=color,
-                      label=f"{name}, hidden {hidden}")
-            right.plot(b, [100 * c[f"{key}_share"] for c in cells], style, marker="o",
-                       color=color)
-    batches = sorted({c["batch_size"] for c in grid})
-    for ax in (left, right):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(batches, [str(b) for b in batches])
-        ax.minorticks_off()
-        ax.set_xlabel("batch size")
-        ax.grid(alpha=0.3)
-    left.set_yscale("log")
-    left.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
-    left.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    left.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    left.set_ylabel("steady-state epoch (s)")
-    right.set_ylabel(f"% of matmul ceiling ({ceiling:.0f} GFLOP/s)")
-    left.legend(fontsize=7, handlelength=3)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, path)
-    plt.close(fig)
-    return True
+def print_memory(rows: list[dict]) -> None:
+    print(f"\nmemory grid: one data-parallel epoch at global batch {rows[0]['batch_size']}, "
+          "CPU split into N XLA devices")
+    print("| devices | peak RSS | epoch | wall |\n|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['devices']} | failed: {r['error']} | | |")
+        else:
+            print(f"| {r['devices']} | {r['peak_rss_mib']:.0f} MiB | {r['epoch_s']:.2f} s | "
+                  f"{r['wall_s']:.1f} s |")
 
 
 # ----------------------------------------------------------------------- main
 
-def main(argv=None) -> int:
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="check that it runs: 1 round, 2 epochs, a corner of the grid, "
-                             "no load gate, results under benchmarks/results/quick/")
+                        help="check that it runs: 1 round, 2 epochs, one grid cell, 1 and 2 "
+                             "devices, no load gate, results under benchmarks/results/quick/")
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (2)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs per run (5, the recipe's; >= 2: epoch 1 compiles)")
     parser.add_argument("--grid-epochs", type=int, default=None,
-                        help="epochs per cost-growth run (3)")
+                        help="epochs per grid run (2: a compile epoch and a steady one)")
     parser.add_argument("--peers", nargs="+", choices=[p.key for p in PEERS],
-                        default=[p.key for p in PEERS], help="which peers (all)")
+                        default=[p.key for p in PEERS], help="which rows (all)")
     parser.add_argument("--no-table", action="store_true", help="skip the peer table")
-    parser.add_argument("--no-grid", action="store_true", help="skip the cost growth")
+    parser.add_argument("--no-grid", action="store_true", help="skip the cost/precision grid")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory grid")
     parser.add_argument("--seed", type=int, default=0, help="round r uses seed + r")
     parser.add_argument("--data-dir", help="MNIST IDX folder ($JAXNET_DATA_DIR or "
                                            "../shared/data/mnist)")
@@ -418,46 +287,55 @@ def main(argv=None) -> int:
     parser.add_argument("--max-start-load", type=float, default=1.5,
                         help="start only below this 1-minute load average (1.5)")
     parser.add_argument("--max-load", type=float, default=3.0,
-                        help="stop if the load average rises above this during the run (3.0)")
+                        help="rerun a peer's run if the load average rose above this (3.0)")
     parser.add_argument("--max-other-cpu", type=float, default=0.5,
-                        help="discard and rerun a peer's run if other processes used more than "
-                             "this many cores on average meanwhile (0.5)")
+                        help="rerun a peer's run if other processes used more than this many "
+                             "cores on average meanwhile (0.5)")
     parser.add_argument("--wait", type=float, default=0.0,
                         help="seconds in all to wait for a quiet machine, at the start and "
                              "before rerunning a discarded run (0)")
     args = parser.parse_args(argv)
-    rounds = args.rounds or (1 if args.quick else 2)
-    epochs = args.epochs or (2 if args.quick else 5)
-    grid_epochs = args.grid_epochs or (2 if args.quick else 3)
-    if min(epochs, grid_epochs) < 2:
+    args.rounds = args.rounds or (1 if args.quick else 2)
+    args.epochs = args.epochs or (2 if args.quick else 5)
+    args.grid_epochs = args.grid_epochs or 2
+    if min(args.epochs, args.grid_epochs) < 2:
         parser.error("--epochs/--grid-epochs: expected at least 2 (the steady state is "
                      "epochs 2..)")
     if "jaxnet" not in args.peers:
         parser.error("--peers: jaxnet is what the others are compared with")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rounds, epochs = args.rounds, args.epochs
     out_dir = args.out or (RESULTS / "quick" if args.quick else RESULTS)
-    missing = [k for k in args.peers if importlib.util.find_spec(BY_KEY[k].package) is None]
+    missing = [k for k in args.peers
+               if importlib.util.find_spec(BY_KEY[k].package) is None]
     if missing:
         print(f"skipped (not installed; pip install -e .[torch,bench]): {', '.join(missing)}")
-    peers = [BY_KEY[k] for k in args.peers if k not in missing]
+    chosen = [k for k in args.peers if k not in missing]
+    groups = [[k for k in g if k in chosen] for g in GROUPS]
+    groups = [g for g in groups if g]
     grid_cells = [] if args.no_grid else (
         list(QUICK_GRID) if args.quick else [(b, w) for w in GRID_WIDTHS for b in GRID_BATCHES])
-    if grid_cells and "pytorch" not in [p.key for p in peers]:
-        print("no cost growth: it compares jaxnet with PyTorch, which is not installed")
+    if grid_cells and "pytorch" not in chosen:
+        print("no grid: it compares jaxnet with PyTorch, which is not installed or not chosen")
         grid_cells = []
+    devices = [] if args.no_memory else list(
+        _memory.QUICK_DEVICES if args.quick else _memory.DEVICES)
 
-    cpu = cpu_info()
-    date = datetime.datetime.now().astimezone().isoformat(timespec="minutes")
-    print(f"CPU: {describe_cpu(cpu)}")
+    machine = _machine.record()
+    print(f"CPU: {describe_cpu(machine['cpu'])}")
     start_load = (os.getloadavg()[0] if args.quick
                   else wait_for_quiet(args.max_start_load, args.wait))
-    git = git_state()
-    print(f"{date}; 1-minute load average at start {start_load:.2f}"
+    print(f"{machine['date']}; 1-minute load average at start {start_load:.2f}"
           + (" — QUICK: checks that it runs; these numbers are not measurements"
              if args.quick else ""), flush=True)
     if not args.quick and start_load >= args.max_start_load:
         print(f"not measuring: the load average is {start_load:.2f} >= {args.max_start_load} "
               f"(other work on this machine would be in the numbers). Try later, with "
-              f"--wait SECONDS, or --quick to check that it runs.")
+              f"--wait SECONDS, a higher --max-start-load (and say so), or --quick.")
         return 2
 
     class TooLoaded(Exception):
@@ -491,38 +369,71 @@ def main(argv=None) -> int:
         print(f"\n{rounds} round(s), {epochs} epochs, course recipe; order rotates per round",
               flush=True)
         for r in range(rounds):
-            for peer in peers[r % len(peers):] + peers[:r % len(peers)]:
-                res = run_gated(peer, epochs=epochs, batch_size=64, hidden=[512, 256],
-                                seed=args.seed + r)
-                runs[peer.key].append(res)
-                print(f"round {r + 1} {peer.key:8s} epochs "
-                      + " ".join(f"{s:.2f}" for s in res["epochs"])
-                      + f" s; accuracy {res['test_accuracy']:.4f}; first result "
-                        f"{res['time_to_result_s']:.1f} s; peak {res['peak_rss_mib']:.0f} MiB; "
-                        f"load <= {res['load_max']:.2f}, others {res['other_cpu_cores']:.2f} "
-                        f"cores", flush=True)
+            with tempfile.TemporaryDirectory(prefix="jaxnet-bench-") as round_dir:
+                for group in groups[r % len(groups):] + groups[:r % len(groups)]:
+                    for key in group:
+                        res = run_gated(BY_KEY[key], epochs=epochs, batch_size=64,
+                                        hidden=[512, 256], seed=args.seed + r,
+                                        round_dir=round_dir)
+                        runs[key].append(res)
+                        acc = res["test_accuracy"]
+                        print(f"round {r + 1} {key:13s} epochs "
+                              + " ".join(f"{s:.2f}" for s in res["epochs"])
+                              + f" s; accuracy {'—' if acc is None else f'{acc:.4f}'}; first "
+                                f"result {res['time_to_result_s']:.1f} s; peak "
+                                f"{res['peak_rss_mib']:.0f} MiB; load <= {res['load_max']:.2f}, "
+                                f"others {res['other_cpu_cores']:.2f} cores", flush=True)
 
     def run_grid(grid: list) -> None:
+        bf16 = True
         for i, (batch, width) in enumerate(grid_cells):
             cell = {"batch_size": batch, "hidden": hidden_of(width)}
-            pair = ("jaxnet", "pytorch") if i % 2 == 0 else ("pytorch", "jaxnet")
-            for key in pair:
-                res = run_gated(BY_KEY[key], epochs=grid_epochs, batch_size=batch,
-                                hidden=hidden_of(width), seed=args.seed)
-                cell[f"{key}_epochs"] = res["epochs"]
-                cell[f"{key}_s"] = steady(res["epochs"])
-                cell[f"{key}_load_max"] = res["load_max"]
-                cell[f"{key}_other_cpu_cores"] = res["other_cpu_cores"]
-            print(f"grid hidden {width} batch {batch}: jaxnet {cell['jaxnet_s']:.2f} s, "
-                  f"PyTorch {cell['pytorch_s']:.2f} s; load {os.getloadavg()[0]:.2f}", flush=True)
+            order = [("jaxnet", ()), ("jaxnet_bf16", ("--precision", "bf16")), ("pytorch", ())]
+            for name, extra in (order if i % 2 == 0 else order[::-1]):
+                if name == "jaxnet_bf16" and not bf16:
+                    continue
+                peer = BY_KEY["jaxnet" if name.startswith("jaxnet") else "pytorch"]
+                with tempfile.TemporaryDirectory(prefix="jaxnet-bench-") as round_dir:
+                    try:
+                        res = run_gated(peer, epochs=args.grid_epochs, batch_size=batch,
+                                        hidden=hidden_of(width), seed=args.seed,
+                                        round_dir=round_dir, args=extra)
+                    except PeerError as why:
+                        print(f"grid: jaxnet bf16: {why}", flush=True)
+                        precision["status"] = str(why)
+                        bf16 = False
+                        continue
+                cell[f"{name}_epochs"] = res["epochs"]
+                cell[f"{name}_s"] = steady(res["epochs"])
+                cell[f"{name}_accuracy"] = res["test_accuracy"]
+                cell[f"{name}_load_max"] = res["load_max"]
+                cell[f"{name}_other_cpu_cores"] = res["other_cpu_cores"]
+            print(f"grid hidden {width} batch {batch}: jaxnet {cell['jaxnet_s']:.2f} s"
+                  + (f", bf16 {cell['jaxnet_bf16_s']:.2f} s" if "jaxnet_bf16_s" in cell else "")
+                  + f", PyTorch {cell['pytorch_s']:.2f} s; load {os.getloadavg()[0]:.2f}",
+                  flush=True)
             grid.append(cell)
+        if bf16:
+            precision["status"] = "measured"
+
+    def run_memory(rows: list) -> None:
+        for n in devices:
+            row = _memory.run_one(n)
+            rows.append(row)
+            print(f"memory: {n} device(s): " + (f"failed: {row['error']}" if "error" in row
+                                                else f"peak RSS {row['peak_rss_mib']:.0f} MiB, "
+                                                     f"epoch {row['epoch_s']:.2f} s"),
+                  flush=True)
 
     # Each section is kept only if the machine stayed quiet all through it.
-    runs, grid, stopped = {p.key: [] for p in peers}, [], {}
-    with LoadWatch() as watch:
-        ceilings = [matmul_ceiling()]
-        for name, section, output, wanted in (("table", run_table, runs, not args.no_table),
-                                              ("grid", run_grid, grid, bool(grid_cells))):
+    runs, grid, memory, stopped = {k: [] for k in chosen}, [], [], {}
+    precision = {"status": "not run"}
+    with _machine.LoadWatch() as watch:
+        ceilings = [_machine.matmul_ceiling()]
+        for name, section, output, wanted in (
+                ("table", run_table, runs, not args.no_table),
+                ("grid", run_grid, grid, bool(grid_cells)),
+                ("memory", run_memory, memory, bool(devices))):
             if not wanted:
                 continue
             try:
@@ -531,25 +442,28 @@ def main(argv=None) -> int:
                 stopped[name] = str(why)
                 print(f"{name}: stopped, {why}; its numbers are not recorded", flush=True)
         if not args.quick:
-            ceilings.append(matmul_ceiling())
+            ceilings.append(_machine.matmul_ceiling())
     ceiling_by_lib = {k: max(c.get(k, 0.0) for c in ceilings) for k in ceilings[0]}
     ceiling = max(ceiling_by_lib.values())
     load = {"start": start_load, "max": watch.max,
-            "median": statistics.median(watch.samples) if watch.samples else start_load}
+            "median": statistics.median(watch.samples) if watch.samples else start_load,
+            "end": list(os.getloadavg())}
     kept = [r for rs in runs.values() for r in rs] + [
-        {"other_cpu_cores": c[f"{k}_other_cpu_cores"]} for c in grid for k in ("jaxnet", "pytorch")]
+        {"other_cpu_cores": c[k]} for c in grid for k in c if k.endswith("_other_cpu_cores")]
     others = [r["other_cpu_cores"] for r in kept] or [0.0]
-    header = {"date": date, "quick": args.quick, "cpu": cpu, "python": platform.python_version(),
-              "jaxnet_git": git, "other_cpu_cores": {"median": statistics.median(others),
-                                                     "max": max(others)},
+    gate = {"max_start_load": args.max_start_load, "max_load": args.max_load,
+            "max_other_cpu": args.max_other_cpu, "quick": args.quick}
+    header = {**machine, "quick": args.quick, "gate": gate,
+              "other_cpu_cores": {"median": statistics.median(others), "max": max(others)},
               "load_average": load, "matmul_ceiling_gflops": ceiling_by_lib,
               "ceiling_gflops": ceiling}
 
-    print(f"\nCPU: {describe_cpu(cpu)}")
+    git = machine["jaxnet_git"]
+    print(f"\nCPU: {describe_cpu(machine['cpu'])}")
     print("matmul ceiling (2048^3 fp32, best of 5): "
           + ", ".join(f"{k} {v:.0f}" for k, v in ceiling_by_lib.items())
           + f" GFLOP/s -> {ceiling:.0f}")
-    print(f"{date}; 1-minute load average: start {load['start']:.2f}, median "
+    print(f"{machine['date']}; 1-minute load average: start {load['start']:.2f}, median "
           f"{load['median']:.2f}, max {load['max']:.2f} (the benchmark itself adds ~2)"
           + ("\nQUICK: these numbers only show that everything runs" if args.quick else ""))
     print(f"other processes during the kept runs: median {statistics.median(others):.2f}, max "
@@ -557,51 +471,46 @@ def main(argv=None) -> int:
           + (f" with uncommitted changes in {', '.join(git['dirty'])}" if git["dirty"] else ""))
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    report = {**header, "recipe": {"lr": 0.01, "batch_size": 64, "epochs": epochs,
+                                   "hidden": [512, 256]}, "rounds": rounds}
     if not args.no_table and "table" not in stopped:
         gflop = epoch_gflop([512, 256])
-        summary = {k: summarize(v, gflop, ceiling) for k, v in runs.items()}
+        summary = {k: summarize(v, gflop, ceiling) for k, v in runs.items() if v}
         print_table(summary, ceiling, gflop)
-        rows = targets(summary, ceiling, gflop, rounds)
-        print("\n| target (issue 11) | per round | verdict |\n|---|---|---|")
-        for row in rows:
-            fmt = row.pop("fmt")
-            print(f"| {row['target']} | " + " / ".join(fmt.format(v) for v in row["values"])
-                  + f" | {row['verdict']} |")
-        written.append(write_json(out_dir / "mnist_peers.json", {
-            **header, "recipe": {"lr": 0.01, "batch_size": 64, "epochs": epochs,
-                                 "hidden": [512, 256]},
-            "rounds": rounds, "epoch_gflop": gflop, "peers": summary, "targets": rows}))
+        rows = _targets.table_targets(runs, rounds, gflop, ceiling)
+        print_targets(rows)
+        report.update(epoch_gflop=gflop, peers=summary, targets=rows, time_to_first_result={
+            k: summary[k]["time_to_result_s"] for k in
+            ("jaxnet", "jaxnet_warm", "pytorch", "pytorch_warm", "torch_compile")
+            if k in summary})
+    if memory and "memory" not in stopped:
+        print_memory(memory)
+        report["memory_grid"] = memory
+    if "peers" in report or "memory_grid" in report:
+        written.append(write_json(out_dir / "mnist_peers.json", report))
     if grid and "grid" not in stopped:
         for c in grid:
             g = epoch_gflop(c["hidden"])
-            c.update(gflop=g, jaxnet_share=g / c["jaxnet_s"] / ceiling,
-                     pytorch_share=g / c["pytorch_s"] / ceiling)
-        print_grid(grid)
-        title = (f"MNIST MLP epoch, jaxnet vs PyTorch ({cpu['model_name']}, {cpu['cores']} "
-                 f"cores, {date[:10]})" + (" — QUICK, not a measurement" if args.quick else ""))
+            c["gflop"] = g
+            for key in ("jaxnet", "jaxnet_bf16", "pytorch"):
+                if c.get(f"{key}_s"):
+                    c[f"{key}_share"] = g / c[f"{key}_s"] / ceiling
+        precision_rows = _targets.precision_targets(grid)
+        print_grid(grid, precision_rows)
+        if precision["status"] != "measured":
+            print(f"bf16: {precision['status']}")
+        cpu = machine["cpu"]
+        title = (f"MNIST MLP epoch, jaxnet (float32, bf16) vs PyTorch ({cpu['model_name']}, "
+                 f"{cpu['cores']} cores, {machine['date'][:10]})"
+                 + (" — QUICK, not a measurement" if args.quick else ""))
         if plot_grid(grid, ceiling, out_dir / "cost_growth.png", title):
             written.append(out_dir / "cost_growth.png")
-        written.append(write_json(out_dir / "cost_growth.json",
-                                  {**header, "epochs": grid_epochs, "cells": grid}))
+        written.append(write_json(out_dir / "cost_growth.json", {
+            **header, "epochs": args.grid_epochs, "precision": precision,
+            "precision_targets": precision_rows, "cells": grid}))
     for path in written:
         print(f"wrote {path}")
     return 3 if stopped else 0
-
-
-def git_state() -> dict:
-    """The commit this jaxnet is at, and its files under jaxnet/ that differ from it."""
-    def git(*cmd):
-        res = subprocess.run(["git", *cmd], cwd=HERE.parent, capture_output=True, text=True)
-        return res.stdout.strip() if res.returncode == 0 else ""
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "jaxnet").splitlines()]
-    return {"commit": git("rev-parse", "--short", "HEAD") or "unknown", "dirty": dirty}
-
-
-def write_json(path: Path, data: dict) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
 
 
 if __name__ == "__main__":

@@ -29,9 +29,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def parse_args(description: str, argv=None) -> argparse.Namespace:
-    """The flags every peer takes; the defaults are the course recipe."""
+def parse_args(description: str, argv=None, extra=None) -> argparse.Namespace:
+    """The flags every peer takes; the defaults are the course recipe. ``extra(parser)``
+    adds a peer's own flags."""
     parser = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(parser)
     parser.add_argument("--epochs", type=int, default=5, help="epochs (5)")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (64)")
     parser.add_argument("--hidden", type=int, nargs="+", default=[512, 256],

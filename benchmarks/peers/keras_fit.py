@@ -10,7 +10,12 @@ for kernel and bias) and Adam PyTorch's epsilon (1e-8; Keras's default is
 computes any); the test accuracy comes from ``predict``. Epoch times come
 from a callback.
 
+``--steps-per-execution K``: ``compile(steps_per_execution=K)``, Keras's
+documented speed knob (K steps per compiled call); ``0`` means the epoch's
+steps (``ceil(60000 / batch)``, 938 at batch 64), the whole epoch per call.
+
 Run:  python benchmarks/peers/keras_fit.py [--quick] [--epochs 5] [--batch-size 64]
+      [--steps-per-execution 0]
 """
 
 from __future__ import annotations
@@ -21,8 +26,13 @@ import time
 import _common
 
 
+def _flags(parser) -> None:
+    parser.add_argument("--steps-per-execution", type=int, default=1,
+                        help="compile(steps_per_execution=...); 0: the epoch's steps (1)")
+
+
 def main(argv=None) -> int:
-    args = _common.parse_args(__doc__.splitlines()[0], argv)
+    args = _common.parse_args(__doc__.splitlines()[0], argv, extra=_flags)
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
 
@@ -48,8 +58,11 @@ def main(argv=None) -> int:
     sizes = [784, *args.hidden]
     hidden = [dense(i, o, "relu") for i, o in zip(sizes[:-1], sizes[1:], strict=True)]
     model = keras.Sequential([keras.Input(shape=(784,)), *hidden, dense(sizes[-1], 10)])
+    steps = args.steps_per_execution or -(-len(x) // args.batch_size)
+    _common.emit(steps_per_execution=steps)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.lr, epsilon=1e-8),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=steps)
     model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, shuffle=True, verbose=0,
               callbacks=[EpochTimes()])
     predicted = model.predict(x_test, batch_size=len(x_test), verbose=0).argmax(axis=1)
