@@ -62,6 +62,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -141,10 +142,11 @@ class PeerError(Exception):
 # ------------------------------------------------------------------ the peers
 
 def run_peer(peer: Peer, *, epochs: int, batch_size: int, hidden, seed: int,
-             data_dir: str | None, round_dir: str, args=()) -> dict:
+             data_dir: str | None, round_dir: str, args=(), timeout: float | None = None) -> dict:
     """Run one peer in a fresh process: its epochs, accuracy, time to first result, peak RSS,
     and how many cores other processes used meanwhile (the machine's busy time less the
-    peer's and this process's) and the hypervisor stole."""
+    peer's and this process's) and the hypervisor stole. Past ``timeout`` seconds the process
+    is killed and :class:`PeerError` says so."""
     cmd = [sys.executable, str(PEERS_DIR / peer.script), "--epochs", str(epochs),
            "--batch-size", str(batch_size), "--hidden", *map(str, hidden), "--seed", str(seed),
            *peer.args, *args]
@@ -158,6 +160,9 @@ def run_peer(peer: Peer, *, epochs: int, batch_size: int, hidden, seed: int,
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
                                 env={**os.environ, **peer.environ(round_dir)})
+        killer = threading.Timer(timeout, proc.kill) if timeout else None
+        if killer:
+            killer.start()
         for line in proc.stdout:
             if not line.startswith("{"):
                 continue  # a framework's own chatter
@@ -170,7 +175,12 @@ def run_peer(peer: Peer, *, epochs: int, batch_size: int, hidden, seed: int,
             else:
                 out.update(record)
         _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = status  # reaped here
         wall = time.perf_counter() - start
+        if killer:
+            killer.cancel()
+            if wall >= timeout:
+                raise PeerError(f"timed out after {timeout:.0f} s (--peer-timeout)")
         busy1, steal1 = cpu_seconds()
         peer_cpu = usage.ru_utime + usage.ru_stime + sum(os.times()[:2]) - mine0
         out["other_cpu_cores"] = max(0.0, (busy1 - busy0 - peer_cpu) / wall)
@@ -278,6 +288,9 @@ def parse_args(argv):
     parser.add_argument("--no-table", action="store_true", help="skip the peer table")
     parser.add_argument("--no-grid", action="store_true", help="skip the cost/precision grid")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory grid")
+    parser.add_argument("--peer-timeout", type=float, default=900.0,
+                        help="seconds a table row's process may run before it is killed and "
+                             "the row reported as not measured (900)")
     parser.add_argument("--seed", type=int, default=0, help="round r uses seed + r")
     parser.add_argument("--data-dir", help="MNIST IDX folder ($JAXNET_DATA_DIR or "
                                            "../shared/data/mnist)")
@@ -372,9 +385,17 @@ def main(argv=None) -> int:
             with tempfile.TemporaryDirectory(prefix="jaxnet-bench-") as round_dir:
                 for group in groups[r % len(groups):] + groups[:r % len(groups)]:
                     for key in group:
-                        res = run_gated(BY_KEY[key], epochs=epochs, batch_size=64,
-                                        hidden=[512, 256], seed=args.seed + r,
-                                        round_dir=round_dir)
+                        if key in not_measured:
+                            continue
+                        try:
+                            res = run_gated(BY_KEY[key], epochs=epochs, batch_size=64,
+                                            hidden=[512, 256], seed=args.seed + r,
+                                            round_dir=round_dir, timeout=args.peer_timeout)
+                        except PeerError as why:  # a row missing from one round: from all
+                            not_measured[key] = f"round {r + 1}: {why}"
+                            runs[key] = []
+                            print(f"round {r + 1} {key:13s} not measured: {why}", flush=True)
+                            continue
                         runs[key].append(res)
                         acc = res["test_accuracy"]
                         print(f"round {r + 1} {key:13s} epochs "
@@ -427,6 +448,7 @@ def main(argv=None) -> int:
 
     # Each section is kept only if the machine stayed quiet all through it.
     runs, grid, memory, stopped = {k: [] for k in chosen}, [], [], {}
+    not_measured: dict[str, str] = {}
     precision = {"status": "not run"}
     with _machine.LoadWatch() as watch:
         ceilings = [_machine.matmul_ceiling()]
@@ -479,7 +501,10 @@ def main(argv=None) -> int:
         print_table(summary, ceiling, gflop)
         rows = _targets.table_targets(runs, rounds, gflop, ceiling)
         print_targets(rows)
-        report.update(epoch_gflop=gflop, peers=summary, targets=rows, time_to_first_result={
+        for key, why in not_measured.items():
+            print(f"not measured: {BY_KEY[key].label}: {why}")
+        report.update(epoch_gflop=gflop, peers=summary, targets=rows, not_measured=not_measured,
+                      time_to_first_result={
             k: summary[k]["time_to_result_s"] for k in
             ("jaxnet", "jaxnet_warm", "pytorch", "pytorch_warm", "torch_compile")
             if k in summary})

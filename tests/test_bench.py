@@ -31,9 +31,12 @@ FIRST = {"jaxnet": 8.0, "jaxnet_warm": 6.0, "pytorch": 20.0, "pytorch_warm": 18.
          "torch_compile": 60.0}
 
 
-def fake_run(bf16_available):
-    def run_peer(peer, *, epochs, batch_size, hidden, seed, data_dir, round_dir, args=()):
+def fake_run(bf16_available, too_slow=()):
+    def run_peer(peer, *, epochs, batch_size, hidden, seed, data_dir, round_dir, args=(),
+                 timeout=None):
         assert "{round_dir}" not in json.dumps(peer.environ(round_dir))
+        if peer.key in too_slow:
+            raise mnist_peers.PeerError(f"timed out after {timeout:.0f} s (--peer-timeout)")
         if "--precision" in args and not bf16_available:
             raise mnist_peers.PeerError("precision API not available")
         scale = 0.5 if "--precision" in args else 1.0
@@ -83,6 +86,19 @@ def test_quick_mode_writes_issue_20s_keys(tmp_path, monkeypatch, fake_machine, b
     else:
         assert grid["precision"]["status"] == "precision API not available"
         assert "jaxnet_bf16_s" not in cell and grid["precision_targets"] == []
+
+
+def test_a_row_that_times_out_is_reported_not_measured(tmp_path, monkeypatch, fake_machine):
+    monkeypatch.setattr(mnist_peers, "run_peer", fake_run(True, too_slow={"torch_compile"}))
+    assert mnist_peers.main(["--quick", "--out", str(tmp_path), "--peer-timeout", "7",
+                             "--no-grid", "--no-memory"]) == 0
+    peers = json.loads((tmp_path / "mnist_peers.json").read_text())
+    assert peers["not_measured"] == {"torch_compile": "round 1: timed out after 7 s "
+                                                      "(--peer-timeout)"}
+    assert "torch_compile" not in peers["peers"] and "pytorch" in peers["peers"]
+    rows = {r["key"]: r for r in peers["targets"]}
+    assert rows["torch_compile_epoch"]["verdict"] == "not measured"
+    assert rows["pytorch_epoch"]["verdict"].startswith("holds")
 
 
 def test_targets_follow_the_ratios():
