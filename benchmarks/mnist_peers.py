@@ -32,8 +32,9 @@ each round (the order rotates every round) so machine noise hits them all.
 Every result file records the machine (``_machine.record``: CPU model,
 family/model, the speed flags avx2/avx512f/avx512_bf16/amx, cores, load
 average, date, jaxnet's commit and uncommitted files, versions). Files:
-``mnist_peers.json`` (table, targets, memory grid), ``cost_growth.json`` and
-``.png`` (grid).
+``mnist_peers.json`` (table, targets), ``cost_growth.json`` and ``.png``
+(grid), ``memory_grid.json``; the sections can run as separate invocations
+(``--no-table``, ``--no-grid``, ``--no-memory``), each writing its own files.
 
 The machine should be quiet: a full run starts only when the 1-minute load
 average is below ``--max-start-load`` (1.5). A peer's run is kept only if the
@@ -288,6 +289,12 @@ def parse_args(argv):
     parser.add_argument("--no-table", action="store_true", help="skip the peer table")
     parser.add_argument("--no-grid", action="store_true", help="skip the cost/precision grid")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory grid")
+    parser.add_argument("--grid-batches", type=int, nargs="+", default=list(GRID_BATCHES),
+                        help="the grid's batch sizes (64 1024 8192)")
+    parser.add_argument("--grid-widths", type=int, nargs="+", default=list(GRID_WIDTHS),
+                        help="the grid's first hidden widths (512 2048)")
+    parser.add_argument("--memory-devices", type=int, nargs="+", default=list(_memory.DEVICES),
+                        help="the memory grid's CPU device counts (1 2 8 64)")
     parser.add_argument("--peer-timeout", type=float, default=900.0,
                         help="seconds a table row's process may run before it is killed and "
                              "the row reported as not measured (900)")
@@ -331,12 +338,13 @@ def main(argv=None) -> int:
     groups = [[k for k in g if k in chosen] for g in GROUPS]
     groups = [g for g in groups if g]
     grid_cells = [] if args.no_grid else (
-        list(QUICK_GRID) if args.quick else [(b, w) for w in GRID_WIDTHS for b in GRID_BATCHES])
+        list(QUICK_GRID) if args.quick else
+        [(b, w) for w in args.grid_widths for b in args.grid_batches])
     if grid_cells and "pytorch" not in chosen:
         print("no grid: it compares jaxnet with PyTorch, which is not installed or not chosen")
         grid_cells = []
     devices = [] if args.no_memory else list(
-        _memory.QUICK_DEVICES if args.quick else _memory.DEVICES)
+        _memory.QUICK_DEVICES if args.quick else args.memory_devices)
 
     machine = _machine.record()
     print(f"CPU: {describe_cpu(machine['cpu'])}")
@@ -508,11 +516,12 @@ def main(argv=None) -> int:
             k: summary[k]["time_to_result_s"] for k in
             ("jaxnet", "jaxnet_warm", "pytorch", "pytorch_warm", "torch_compile")
             if k in summary})
+    if "peers" in report:
+        written.append(write_json(out_dir / "mnist_peers.json", report))
     if memory and "memory" not in stopped:
         print_memory(memory)
-        report["memory_grid"] = memory
-    if "peers" in report or "memory_grid" in report:
-        written.append(write_json(out_dir / "mnist_peers.json", report))
+        written.append(write_json(out_dir / "memory_grid.json", {
+            **header, "batch_size": memory[0]["batch_size"], "rows": memory}))
     if grid and "grid" not in stopped:
         for c in grid:
             g = epoch_gflop(c["hidden"])

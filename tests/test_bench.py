@@ -76,7 +76,9 @@ def test_quick_mode_writes_issue_20s_keys(tmp_path, monkeypatch, fake_machine, b
                     "torch_compile_epoch", "first_result_cold", "first_result_warm"}
     assert set(peers["time_to_first_result"]) == {"jaxnet", "jaxnet_warm", "pytorch",
                                                    "pytorch_warm", "torch_compile"}
-    assert [r["devices"] for r in peers["memory_grid"]] == [1, 2]
+    memory = json.loads((tmp_path / "memory_grid.json").read_text())
+    assert [r["devices"] for r in memory["rows"]] == [1, 2]
+    assert {"cpu", "load_average", "jaxnet_git"} <= set(memory)
     cell = grid["cells"][0]
     assert (cell["batch_size"], cell["hidden"]) == (1024, [512, 256])
     if bf16:
