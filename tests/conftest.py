@@ -7,7 +7,9 @@ Python float and an int32 count).
 """
 
 import os
+import shutil
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -15,6 +17,22 @@ import jax
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+_CACHE_ENV = "JAXNET_COMPILATION_CACHE"
+
+
+def pytest_configure(config):
+    """The compile cache (on by default in fit and the CLI) in a fresh folder per session,
+    never the real ~/.cache/jaxnet/xla; subprocesses inherit it through the environment.
+    A ``JAXNET_COMPILATION_CACHE`` already set is kept."""
+    if _CACHE_ENV not in os.environ:
+        os.environ[_CACHE_ENV] = config._jaxnet_xla = tempfile.mkdtemp(prefix="jaxnet-xla-")
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_jaxnet_xla", None)
+    if folder is not None and os.environ.get(_CACHE_ENV) == folder:
+        del os.environ[_CACHE_ENV]
+        shutil.rmtree(folder, ignore_errors=True)  # the session's own folder
 
 
 @pytest.fixture(autouse=True)

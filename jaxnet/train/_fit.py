@@ -15,8 +15,8 @@ import numpy as np
 import optax
 from flax import nnx
 
+from .. import _compile_cache, nn, parallel
 from .. import callbacks as cb
-from .. import nn, parallel
 from .._checks import positive_int, seed_int
 from ..nn._functional import check_live
 from ..nn._requires_grad import check as check_requires_grad
@@ -359,6 +359,7 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
         check_requires_grad(model, metadata=True)
     check_live(state, "state", "state, history = fit(state, ...)")
     check_optimizer(state, optimizer)
+    _compile_cache.enable()  # warm starts: compiled programs kept on disk (a no-op once on)
     # Labels on the host, before anything compiles: an array dataset's once per fit, a
     # per-item dataset's batch by batch as they are fetched (jit would wrap -1 to class C-1).
     batches = label_checked(Batches(loader, mesh), apply, state.params, state.model_state,
