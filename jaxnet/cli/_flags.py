@@ -58,6 +58,12 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _compile_cache(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a folder or off, got {text!r}")
+    return text
+
+
 def _number(kind, *, minimum=None, above=None, below=None, maximum=None,
             what: str | None = None):
     """An argparse type: ``kind`` (int/float) within bounds, with a message naming both."""
@@ -192,6 +198,11 @@ def _add_train_mnist(tasks) -> None:
                    help="allow --json/--plot to replace existing files")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
+    p.add_argument("--compile-cache", metavar="PATH|off", type=_compile_cache,
+                   help="keep the compiled programs in this folder, so that the next run "
+                   "starts sooner (results are identical); default $JAXNET_COMPILATION_CACHE, "
+                   "else $XDG_CACHE_HOME/jaxnet/xla or ~/.cache/jaxnet/xla, at most 1 GiB "
+                   "($JAXNET_COMPILATION_CACHE_MAX_BYTES); off: compile every run")
     g = p.add_argument_group("data parallel over several devices or processes (jaxnet.parallel); "
                              "process 0 alone prints and writes --json, --plot and checkpoints")
     g.add_argument("--devices", type=_COUNT, metavar="N",

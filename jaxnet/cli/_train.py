@@ -21,6 +21,7 @@ def run(args) -> int:
 
     _check_environment()
     _check_momentum(args)
+    _enable_compile_cache(args)
     try:
         config = mnist.RECIPES[args.recipe].with_updates(
             **{name: getattr(args, name) for name in TRAIN_FIELDS})
@@ -72,6 +73,16 @@ def run(args) -> int:
               lambda f: plot(result["history"], f, args.plot_format))
         print(f"wrote {args.plot}")
     return 0
+
+
+def _enable_compile_cache(args) -> None:
+    """``--compile-cache`` (else ``$JAXNET_COMPILATION_CACHE``), before anything compiles."""
+    from .. import _compile_cache
+
+    try:
+        _compile_cache.enable(args.compile_cache, again=True)
+    except ValueError as e:
+        raise FlagError(str(e)) from None
 
 
 def _check_batch_size(config, mesh) -> None:
