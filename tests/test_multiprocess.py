@@ -6,7 +6,9 @@ pre-check, a taken coordinator port, two processes started as process 0,
 and the Python API (``fit(..., mesh=)`` with different ``config``). Every
 run is a pair of real subprocesses; all rows start together (they mostly
 wait) and each has a bounded time; a hang fails its row, never the suite.
-Ports are picked free by binding port 0.
+Ports are picked free by binding port 0. Beside the table: two processes started as
+process 0 at the same moment, made deterministic (the second is refused while the first
+has passed its checks but does not listen yet).
 
 The row asserts, for each process: its exit status, that its stderr holds
 exactly one line of jaxnet's (XLA's, absl's and Gloo's own log lines aside)
@@ -171,3 +173,33 @@ def test_a_multi_process_failure_is_one_line_in_every_process(runs, case):
         assert len(lines) == 1, f"{who}: expected one line, got\n{err[-3000:]}"
         assert re.search(pattern.format(k=case.ids[k]), lines[0]), f"{who}: {lines[0]}"
         assert rc == expected_rc, f"{who}: exit {rc}\n{err[-2000:]}"
+
+
+_CLAIM = """
+import sys, time
+from jaxnet.parallel import _lifecycle
+_lifecycle._check_port_free(f"127.0.0.1:{sys.argv[1]}")
+print("passed", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_second_process_0_is_refused_even_before_the_first_listens():
+    """The race of two process-0 starts made deterministic: the first has passed the port
+    check but its coordinator does not listen yet (so a probe finds the port free, and
+    gRPC's SO_REUSEPORT would let both serve on it); the second must still be refused."""
+    port = _free_port()
+    first = subprocess.Popen([sys.executable, "-c", _CLAIM, str(port), "120"],
+                             stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert first.stdout.readline().strip() == "passed"
+        assert not _listening(port)
+        second = subprocess.run([sys.executable, "-c", _CLAIM, str(port), "0"],
+                                capture_output=True, text=True, timeout=LIMIT_S, env=_env())
+    finally:
+        first.kill()
+        first.communicate()
+    assert second.returncode == 1 and "passed" not in second.stdout, second.stdout
+    assert (f"coordinator_address: port {port} is in use on this host (another program, an "
+            f"earlier run, or another process started as process 0: each process needs its "
+            f"own process id)") in second.stderr, second.stderr[-2000:]

@@ -1,4 +1,5 @@
-"""The ``jaxnet`` command: ``jaxnet train mnist [options]``, ``jaxnet convert``.
+"""The ``jaxnet`` command: ``jaxnet train mnist [options]``, ``jaxnet convert``,
+``jaxnet launch --nproc N -- COMMAND``.
 
 Thin by design: flags in, one ``jaxnet.mnist`` call, a report out.
 
@@ -20,8 +21,9 @@ no JAX.
 Files: ``_main`` (``main``, signals, the exception → exit-status table) ·
 ``_flags`` (the parser; the MNIST flags generated from ``MnistConfig``) ·
 ``_train`` (``train mnist``: checks, the run, the report) · ``_convert``
-(``convert``) · ``_outputs`` (``--json``, ``--plot``, atomic writes) ·
-``_streams`` (printing that never costs the run).
+(``convert``) · ``_launch`` (``launch``: N local processes of one run) ·
+``_outputs`` (``--json``, ``--plot``, atomic writes) · ``_streams`` (printing
+that never costs the run).
 """
 
 from ._flags import build_parser as build_parser

@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(commands)
     _add_convert(commands)
+    # Listed for --help only: main() hands "jaxnet launch ..." to _launch before parsing.
+    commands.add_parser("launch", add_help=False, help="start N local processes of a "
+                        "command as one multi-process run: jaxnet launch --nproc N -- COMMAND")
     return parser
 
 
@@ -210,6 +213,11 @@ def _add_train_mnist(tasks) -> None:
                         "device of every process with --num-processes); --batch-size is the "
                         "global batch, a multiple of N. On CPU the CPU is split into N devices "
                         "(for testing; not faster)")
+    g.add_argument("--cluster", action="store_true",
+                   help="join the processes that Slurm (srun), Open MPI (mpirun) or "
+                        "Kubernetes started: jax.distributed detects the coordinator, the "
+                        "number of processes and this process's id. Under jaxnet launch no "
+                        "flag is needed")
     g.add_argument("--coordinator-address", metavar="HOST:PORT",
                    help="process 0's host and a free port, the same in every process")
     g.add_argument("--num-processes", type=_COUNT, metavar="P",

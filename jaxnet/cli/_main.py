@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _proc
-from . import _convert, _train
+from . import _convert, _launch, _train
 from ._flags import FlagError, build_parser
 from ._streams import guard_streams
 
@@ -155,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     A closed or broken stdout/stderr never ends the run (``_streams``): what
     cannot be printed is dropped and the status is the run's own.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     with guard_streams():
+        if argv[:1] == ["launch"]:  # its own arguments: the command after "--" is not ours
+            return _launch.main(argv[1:])
         return _main(argv)
 
 
@@ -182,7 +185,11 @@ def _main(argv: list[str] | None) -> int:
             hint = (f"; the checkpoints in {args.checkpoint_dir} are intact: add --resume to "
                     f"continue")
         print(f"jaxnet: {_SIGNALS[signum]}{hint}", file=sys.stderr, flush=True)
-        return 128 + signum
+        if "jaxnet.parallel" not in sys.modules:
+            return 128 + signum
+        # One process of several ends now: JAX's exit would wait for peers that are ending
+        # too (jaxnet launch forwards the signal to all), then abort with a native trace.
+        return sys.modules["jaxnet.parallel"].end_process(128 + signum)
     finally:
         if undo_logs is not None:
             undo_logs()

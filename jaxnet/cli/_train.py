@@ -27,7 +27,7 @@ def run(args) -> int:
             **{name: getattr(args, name) for name in TRAIN_FIELDS})
         mesh = parallel.setup_mesh(args.devices, coordinator_address=args.coordinator_address,
                                    num_processes=args.num_processes, process_id=args.process_id,
-                                   timeout_s=args.init_timeout)
+                                   timeout_s=args.init_timeout, cluster=args.cluster)
     except (ValueError, TypeError) as e:
         raise as_flag_error(e) from None
     except parallel.DistributedError as e:  # a taken port names its flag

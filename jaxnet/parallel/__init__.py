@@ -22,6 +22,10 @@ device of every process::
     parallel.initialize_distributed("10.0.0.1:1234", num_processes=2, process_id=K)
     mesh = parallel.make_mesh()
 
+Started by ``jaxnet launch --nproc N`` or by Slurm, Open MPI, Kubernetes or
+Kubeflow Trainer, ``initialize_distributed()`` takes all three from the
+environment.
+
 Before training every process calls ``check_together`` at the same point,
 with its settings or the error its own checks raised: if any failed or the
 settings differ, every process stops with one line naming the process, or
@@ -47,7 +51,9 @@ Files: ``_mesh`` (``make_mesh``, ``describe``, ``check_batch_size``,
 ``broadcast_from_primary``, ``start_from_primary``, ``peer_failures``) ·
 ``_agreement`` (``check_together``) · ``_lifecycle``
 (``initialize_distributed``, ``setup_mesh``, ``end_process``, the watchdog) ·
-``_errors`` (``DistributedError``).
+``_cluster`` (the settings from ``jaxnet launch``'s or a cluster's environment,
+and the one-line report of how the processes joined) · ``_errors``
+(``DistributedError``).
 
 >>> mesh = make_mesh(1)
 >>> mesh.axis_names, mesh.size

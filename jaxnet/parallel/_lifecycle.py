@@ -9,6 +9,7 @@ that are gone.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import threading
@@ -19,6 +20,7 @@ from jax.sharding import Mesh
 
 from .._checks import positive_int
 from .._proc import exit_now
+from ._cluster import from_environment, joined_line, settings_from_environment
 from ._errors import DistributedError
 from ._mesh import make_mesh
 
@@ -28,6 +30,12 @@ __all__ = ["end_process", "initialize_distributed", "setup_mesh"]
 # failure or a difference): they can then leave in order, through JAX's shutdown barrier.
 _EVERYONE_STOPS = False
 _SHUTDOWN_S = 30  # bound on that barrier; past it the process ends anyway
+# Process 0's claim on its coordinator port, held while the process lives (see _claim_port).
+_CLAIM: socket.socket | None = None
+_IN_USE = ("coordinator_address: port {port} is in use on this host (another program, an "
+           "earlier run, or another process started as process 0: each process needs its own "
+           "process id); choose a free port, the same in every process")
+logger = logging.getLogger(__name__)
 
 
 def _check_address(address: Any) -> str:
@@ -56,13 +64,40 @@ def _already_joined(num_processes: int | None, process_id: int | None) -> bool:
                            f"process_id={process_id}, num_processes={num_processes}")
 
 
+def _claim_port(port: int) -> None:
+    """Claim ``port`` for this process's coordinator on this host, for the process's life.
+
+    The probe below releases the port at once, and JAX's coordinator binds it
+    with ``SO_REUSEPORT``: two processes started as process 0 at the same
+    moment both pass the probe and both serve on the port. An abstract Unix
+    socket named after the port (Linux; bound once per network namespace, freed
+    when the process ends, however it ends) lets only one of them through.
+    """
+    global _CLAIM
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) if hasattr(socket, "AF_UNIX") \
+        else None
+    if claim is None:
+        return
+    try:
+        claim.bind(f"\0jaxnet-coordinator-{port}")
+    except OSError as e:
+        claim.close()
+        if e.errno == errno.EADDRINUSE:
+            raise DistributedError(_IN_USE.format(port=port)) from None
+        return  # no abstract sockets here (not Linux): the probe alone
+    _CLAIM = claim
+
+
 def _check_port_free(address: str) -> None:
-    """Process 0's coordinator port is free on this host (JAX binds ``[::]:PORT``).
+    """Process 0's coordinator port is free on this host (JAX binds ``[::]:PORT``), and no
+    other process of this host claimed it as process 0.
 
     A taken port otherwise ends in a native abort or crash inside JAX, or in
     the other processes joining whatever listens there.
     """
     port = int(address.rpartition(":")[2])
+    if _CLAIM is None:
+        _claim_port(port)
     for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
         try:
             probe = socket.socket(family, socket.SOCK_STREAM)
@@ -76,11 +111,7 @@ def _check_port_free(address: str) -> None:
                 probe.bind((host, port))
             except OSError as e:
                 if e.errno == errno.EADDRINUSE:
-                    raise DistributedError(
-                        f"coordinator_address: port {port} is in use on this host (another "
-                        f"program, an earlier run, or another process started as process 0: "
-                        f"each process needs its own process id); choose a free port, the "
-                        f"same in every process") from None
+                    raise DistributedError(_IN_USE.format(port=port)) from None
                 if e.errno == errno.EACCES:
                     raise DistributedError(
                         f"coordinator_address: port {port} needs privileges on this host; "
@@ -101,7 +132,9 @@ def _start_watchdog(timeout_s: int, coordinator_address: str | None,
         f"{num_processes or 'the'} processes through {where} within {timeout_s} s; start "
         f"every process with the same coordinator address and number of processes and its "
         f"own process id, process 0 on the coordinator's host, and check that the port is "
-        f"free there and reachable from the others")))
+        f"free there and reachable from the others; a process that stopped before joining "
+        f"(see its own message) leaves the others waiting this long: jaxnet launch, or "
+        f"--init-timeout, ends them sooner")))
     watchdog.daemon = True
     watchdog.start()
     return watchdog
@@ -116,10 +149,10 @@ def _explain(error: Exception, coordinator_address: str | None) -> DistributedEr
                                 "in this process (jax.devices(), creating arrays...); call it "
                                 "first thing in your script")
     if coordinator_address is None and ("should be defined" in text or "must be defined" in text):
-        return DistributedError(f"initialize_distributed: no cluster environment (SLURM, Open "
-                                f"MPI, ...) detected and the arguments are incomplete ({text}); "
-                                f"pass coordinator_address='HOST:PORT', num_processes and "
-                                f"process_id")
+        return DistributedError(f"initialize_distributed: no cluster environment (Slurm, Open "
+                                f"MPI, Kubernetes...) detected and the arguments are incomplete "
+                                f"({text}); pass coordinator_address='HOST:PORT', num_processes "
+                                f"and process_id, or start the processes with jaxnet launch")
     return DistributedError(f"initialize_distributed: {text.splitlines()[0]}")
 
 
@@ -132,8 +165,13 @@ def initialize_distributed(coordinator_address: str | None = None,
     runs the coordinator at ``coordinator_address`` (its own host and a free
     port) and every process connects to it; afterwards ``jax.devices()`` lists
     the devices of all processes and ``make_mesh()`` spans them. With all three
-    arguments ``None``, JAX reads them from a SLURM, Open MPI, Kubernetes or
-    Cloud TPU environment (its cluster auto-detection).
+    arguments ``None``, they come from ``jaxnet launch``'s variables
+    (``JAXNET_COORDINATOR_ADDRESS``, ``JAXNET_NUM_PROCESSES``,
+    ``JAXNET_PROCESS_ID``), or Kubeflow Trainer's (the same with ``JAX_``),
+    else JAX reads them from a Slurm, Open MPI, Kubernetes or Cloud TPU
+    environment (its cluster auto-detection). Process 0
+    then logs one line (logger ``jaxnet``; the CLI prints it), e.g. ``joined 4
+    processes through Slurm (process 0 of 4, coordinator node01:61447)``.
 
     Args:
       coordinator_address: ``"HOST:PORT"`` of process 0.
@@ -145,7 +183,8 @@ def initialize_distributed(coordinator_address: str | None = None,
         considered dead and the others stop.
 
     Raises:
-      ValueError: a malformed argument (named, with its value).
+      ValueError: a malformed argument or ``JAXNET_*`` variable (named, with its
+        value).
       DistributedError: JAX computations already ran in this process, no
         cluster was detected, it was already initialized differently, or (in
         process 0) the coordinator's port is taken on this host.
@@ -166,6 +205,10 @@ def initialize_distributed(coordinator_address: str | None = None,
     ...
     ValueError: coordinator_address: expected 'HOST:PORT' ...
     """
+    source = None  # how the settings were found, for the report
+    if coordinator_address is None and num_processes is None and process_id is None:
+        (coordinator_address, num_processes, process_id), source = \
+            settings_from_environment()
     if coordinator_address is not None:
         _check_address(coordinator_address)
     if num_processes is not None:
@@ -187,18 +230,33 @@ def initialize_distributed(coordinator_address: str | None = None,
         raise _explain(e, coordinator_address) from None
     finally:
         watchdog.cancel()
+    if jax.process_index() == 0:
+        logger.info(joined_line(source, jax.process_count(), 0,
+                                coordinator_address or _detected_address()))
+
+
+def _detected_address() -> str | None:
+    """The coordinator JAX's auto-detection chose (for the report only; no public API
+    says it)."""
+    try:
+        from jax._src import distributed
+        return distributed.global_state.coordinator_address
+    except (ImportError, AttributeError):
+        return None
 
 
 def setup_mesh(devices: int | None = None, *, coordinator_address: str | None = None,
                num_processes: int | None = None, process_id: int | None = None,
-               timeout_s: int = 300) -> Mesh | None:
+               timeout_s: int = 300, cluster: bool = False) -> Mesh | None:
     """The mesh that ``jaxnet train mnist --devices/--num-processes/...`` asks for.
 
     Runs before any JAX computation: joins the multi-process run when asked
     (``initialize_distributed``), and on CPU splits the CPU into enough XLA
     devices for ``devices`` (``jax_num_cpu_devices``, unless ``XLA_FLAGS``
-    already sets a count). Returns ``None`` when nothing is asked: one device,
-    no mesh, exactly the single-device path.
+    already sets a count). Under ``jaxnet launch`` (its ``JAXNET_*``
+    variables) it joins that run when no process argument is given. Returns
+    ``None`` when nothing is asked: one device, no mesh, exactly the
+    single-device path.
 
     Args:
       devices: optional int, devices in all (a multiple of ``num_processes``).
@@ -206,6 +264,8 @@ def setup_mesh(devices: int | None = None, *, coordinator_address: str | None = 
       num_processes: how many processes take part.
       process_id: this process's index.
       timeout_s: how long to wait for every process to connect.
+      cluster: join the run that Slurm, Open MPI or Kubernetes started, with
+        ``jax.distributed``'s auto-detection, when no process argument is given.
 
     Returns:
       A one-axis ``jax.sharding.Mesh`` (``make_mesh(devices)``), or ``None``
@@ -220,19 +280,22 @@ def setup_mesh(devices: int | None = None, *, coordinator_address: str | None = 
     >>> setup_mesh(1).size
     1
     """
-    distributed = any(v is not None for v in (coordinator_address, num_processes, process_id))
+    given = any(v is not None for v in (coordinator_address, num_processes, process_id))
+    launched = (None, None, None) if given else from_environment()  # jaxnet launch's
+    distributed = given or cluster or launched[0] is not None
+    count = num_processes if given else launched[1]  # for the devices per process
     if devices is not None:
         devices = positive_int("devices", devices)
-        per_process, rest = divmod(devices, num_processes or 1)
+        per_process, rest = divmod(devices, count or 1)
         if rest:
-            raise ValueError(f"devices: expected a multiple of num_processes {num_processes}, "
+            raise ValueError(f"devices: expected a multiple of num_processes {count}, "
                              f"got {devices}")
         if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
             try:
                 jax.config.update("jax_num_cpu_devices", max(per_process, 1))
             except RuntimeError:
                 pass  # JAX already started: make_mesh says how many devices there are
-    if distributed:
+    if distributed:  # with no process argument, from jaxnet launch's variables or the cluster
         initialize_distributed(coordinator_address, num_processes, process_id,
                                timeout_s=timeout_s)
     if devices is None and not distributed:
