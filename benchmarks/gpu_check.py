@@ -104,7 +104,7 @@ def peer_rows() -> list[dict]:
                         time_to_result_s=res["time_to_result_s"])
                     print(f"[peers] {name}: {row['steady_epoch_s']:.3f} s/epoch, accuracy "
                           f"{row['test_accuracy']:.4f}", flush=True)
-                except (SystemExit, mnist_peers.PeerError) as why:
+                except mnist_peers.PeerError as why:
                     row["error"] = tail(str(why), 4)
                     print(f"[peers] {name}: FAILED {row['error'].splitlines()[-1]}", flush=True)
                 rows.append(row)

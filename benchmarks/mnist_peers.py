@@ -137,7 +137,8 @@ def epoch_gflop(hidden, n: int = N_TRAIN) -> float:
 
 
 class PeerError(Exception):
-    """A peer's script said it cannot run this configuration (``{"error": ...}``)."""
+    """A peer's run failed: its script said it cannot run this configuration
+    (``{"error": ...}``), it crashed (the last lines of its stderr) or it timed out."""
 
 
 # ------------------------------------------------------------------ the peers
@@ -191,7 +192,7 @@ def run_peer(peer: Peer, *, epochs: int, batch_size: int, hidden, seed: int,
         if status != 0 or "test_accuracy" not in out:
             err.seek(0)
             tail = "".join(err.readlines()[-15:])
-            raise SystemExit(f"{peer.key} failed (wait status {status}):\n{tail}")
+            raise PeerError(f"{peer.key} failed (wait status {status}):\n{tail}")
     out["peak_rss_mib"] = usage.ru_maxrss / 1024  # Linux: KiB
     return out
 
@@ -432,6 +433,8 @@ def main(argv=None) -> int:
                                         hidden=hidden_of(width), seed=args.seed,
                                         round_dir=round_dir, args=extra)
                     except PeerError as why:
+                        if name != "jaxnet_bf16":
+                            raise
                         print(f"grid: jaxnet bf16: {why}", flush=True)
                         precision["status"] = str(why)
                         bf16 = False
@@ -472,7 +475,7 @@ def main(argv=None) -> int:
                 continue
             try:
                 section(output)
-            except TooLoaded as why:
+            except (TooLoaded, PeerError) as why:
                 stopped[name] = str(why)
                 print(f"{name}: stopped, {why}; its numbers are not recorded", flush=True)
         if not args.quick:
