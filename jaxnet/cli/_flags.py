@@ -102,9 +102,10 @@ _SEED = _number(int, minimum=0, below=SEED_LIMIT,
 # "choices" takes them as strings); the flags' order is each command's own.
 _TYPES = {"epochs": _EPOCHS, "batch_size": _INT32, "optimizer": None,
           "lr": _POSITIVE_FLOAT, "momentum": float, "schedule": None, "hidden": _hidden,
-          "dropout": _PROBABILITY, "seed": _SEED, "val_split": NON_NEGATIVE_INT}
+          "dropout": _PROBABILITY, "seed": _SEED, "val_split": NON_NEGATIVE_INT,
+          "precision": None}
 TRAIN_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "schedule", "hidden",
-                "dropout", "seed", "val_split")
+                "dropout", "seed", "val_split", "precision")
 CONVERT_FIELDS = ("hidden", "epochs", "batch_size", "optimizer", "lr", "momentum",
                   "schedule", "seed", "val_split")
 

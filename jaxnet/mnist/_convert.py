@@ -44,7 +44,7 @@ def _config_from_json(saved: dict, shown: str) -> MnistConfig:
 _JSON_TYPES = {"epochs": int, "batch_size": int, "seed": int, "val_split": int,
                "schedule_steps": int, "lr": float, "momentum": float,
                "label_smoothing": float, "dropout": float, "optimizer": str, "schedule": str,
-               "loss": str}
+               "loss": str, "precision": str}
 
 
 def _check_json_type(key: str, value: Any) -> None:

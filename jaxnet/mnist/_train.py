@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -123,6 +124,32 @@ def normalize(x):
     return datasets.scale_pixels(jnp.asarray(x, jnp.float32))
 
 
+def on_pixels(model_apply):
+    """``apply`` on uint8 pixels: ``model_apply`` of them normalised inside the step.
+
+    They are normalised into the parameters' dtype: bfloat16 under
+    ``precision="bf16"`` (the policy casts float inputs only, and pixels are
+    integers), so the first layer's matmul computes in bfloat16 too; float32
+    otherwise, the same step as ``model_apply(params, state, normalize(pixels))``.
+
+    Args:
+      model_apply: ``nn.split(model).apply`` of a model on ``(batch, 784)`` floats.
+
+    Returns:
+      ``apply(params, model_state, pixels, **mode)``, pixels uint8 ``(batch, 784)``.
+
+    >>> model_apply, params, state = nn.split(build_model(MnistConfig(hidden=(8,))))
+    >>> out, _ = on_pixels(model_apply)(params, state, jnp.zeros((2, 784), jnp.uint8))
+    >>> out.shape, str(out.dtype)
+    ((2, 10), 'float32')
+    """
+    def apply(params, model_state, pixels, **mode):
+        dtype = jax.tree.leaves(params)[0].dtype
+        return model_apply(params, model_state, normalize(pixels).astype(dtype), **mode)
+
+    return apply
+
+
 def split_validation(x, y, val_split: int, seed: int):
     """``((x_train, y_train), (x_val, y_val) | None)``: ``val_split`` examples held out at
     random, a pure function of ``seed`` (``random_split``'s order).
@@ -215,9 +242,7 @@ def train_mnist(config: MnistConfig, *, data=None, data_dir=None, source: str = 
         raise ValueError(f"batch_size: expected at most the {len(x)} training images, got "
                          f"{config.batch_size}")
     model_apply, params, model_state = nn.split(build_model(config))
-
-    def apply(params, model_state, pixels, **mode):  # uint8 in, normalised inside the step
-        return model_apply(params, model_state, normalize(pixels), **mode)
+    apply = on_pixels(model_apply)
 
     if config.loss == "nll":
         loss_fn = losses.nll_loss
@@ -229,9 +254,10 @@ def train_mnist(config: MnistConfig, *, data=None, data_dir=None, source: str = 
     state, history = fit(state, apply, loss_fn, optimizer, (x, y), epochs=config.epochs,
                          batch_size=config.batch_size, seed=config.seed, val_data=val,
                          check_finite=check_finite, checkpoint_dir=checkpoint_dir, keep=keep,
-                         resume=resume, config=config.to_json(steps),
-                         progress=progress, log=log, callbacks=callbacks, mesh=mesh)
-    test = evaluate(apply, state, (x_test, y_test), loss_fn=loss_fn, mesh=mesh)
+                         resume=resume, config=config.to_json(steps), progress=progress,
+                         log=log, callbacks=callbacks, mesh=mesh, precision=config.precision)
+    test = evaluate(apply, state, (x_test, y_test), loss_fn=loss_fn, mesh=mesh,
+                    precision=config.precision)
     compile_s = [e["compile_seconds"] for e in history if "compile_seconds" in e]
     this_run = max((e.get("run", 0) for e in history), default=0)
     return {

@@ -13,12 +13,13 @@ from .. import parallel
 from ..data import DataLoader
 from ..nn._functional import check_live, mark_stale
 from ._batches import Batches
+from ._precision import check_precision
 from ._state import TrainState
 from ._step import Apply, LossFn, Trains, _grad_step, make_train_step
 
 
 def make_epoch(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
-               donate: bool = True):
+               donate: bool = True, precision: str = "float32"):
     """Build the jitted ``run_epoch(state, data, indices, mask) -> (state, metrics)``.
 
     The whole epoch is one ``lax.scan`` over batches gathered on the device, so
@@ -29,6 +30,7 @@ def make_epoch(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransform
       loss_fn: ``loss_fn(outputs, labels, *, mask) -> scalar``.
       optimizer: any optax ``GradientTransformation``.
       donate: donate the input state's buffers (as for ``make_train_step``).
+      precision: ``"float32"`` or ``"bf16"`` (as for ``make_train_step``).
 
     ``run_epoch``'s arguments:
 
@@ -55,6 +57,7 @@ def make_epoch(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransform
     >>> int(state.step), metrics["loss"].shape
     (2, (2,))
     """
+    precision = check_precision(precision)
 
     def run_epoch(state: TrainState, data, indices, mask):
         x_all, y_all = data
@@ -63,7 +66,7 @@ def make_epoch(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransform
             idx, m = batch
             state, loss, _ = _grad_step(apply, loss_fn, optimizer, state,
                                         jnp.take(x_all, idx, axis=0),
-                                        jnp.take(y_all, idx, axis=0), m)
+                                        jnp.take(y_all, idx, axis=0), m, precision)
             return state, {"loss": loss}
 
         return jax.lax.scan(body, state, (indices, mask))
@@ -72,7 +75,7 @@ def make_epoch(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransform
     return Trains(jitted, apply, donate, "state, metrics = run_epoch(state, data, indices, mask)")
 
 def make_epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransformation,
-                      loader: DataLoader, *, mesh=None):
+                      loader: DataLoader, *, mesh=None, precision: str = "float32"):
     """One training epoch over ``loader``, the fastest way its dataset allows.
 
     An ``ArrayDataset`` runs as one compiled ``lax.scan`` over device-resident
@@ -94,6 +97,7 @@ def make_epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTr
       optimizer: any optax ``GradientTransformation``.
       loader: a ``DataLoader`` of ``(x, y)`` examples.
       mesh: optional ``jax.sharding.Mesh`` for data-parallel training.
+      precision: ``"float32"`` or ``"bf16"`` (as for ``make_train_step``).
 
     Returns:
       ``run(state, epoch, on_batch=None) -> (state, losses, counts)``:
@@ -117,7 +121,8 @@ def make_epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTr
     >>> int(state.step), batch_losses.shape, counts.tolist()
     (2, (2,), [4, 4])
     """
-    runner = epoch_runner(apply, loss_fn, optimizer, Batches(loader, mesh))
+    runner = epoch_runner(apply, loss_fn, optimizer, Batches(loader, mesh),
+                          check_precision(precision))
 
     def run(state, epoch, on_batch=None):
         check_live(state, "state", "state, losses, counts = run(state, epoch)")
@@ -132,7 +137,7 @@ def make_epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTr
 
 
 def epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransformation,
-                 batches: Batches):
+                 batches: Batches, precision: str = "float32"):
     """The runner behind ``make_epoch_runner``; ``fit`` calls it directly.
 
     Returns:
@@ -143,9 +148,11 @@ def epoch_runner(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransfo
     if batches.mesh is not None:
         parallel.check_batch_size(batches.loader.batch_size, batches.mesh)
     if batches.on_device:
-        return _scan_runner(make_epoch(apply, loss_fn, optimizer)._jitted, batches)
+        return _scan_runner(make_epoch(apply, loss_fn, optimizer, precision=precision)._jitted,
+                            batches)
     # the bare jitted functions: fit owns its states and writes the model back itself
-    return _loop_runner(make_train_step(apply, loss_fn, optimizer)._jitted, batches)
+    return _loop_runner(make_train_step(apply, loss_fn, optimizer,
+                                        precision=precision)._jitted, batches)
 
 
 def _scan_runner(epoch_fn, batches: Batches):

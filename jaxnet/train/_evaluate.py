@@ -13,13 +13,17 @@ from .. import metrics
 from .._checks import positive_int
 from ..nn._functional import check_live
 from ._batches import Batches, as_loader
+from ._precision import cast_for_compute, cast_outputs, check_precision
 from ._state import TrainState
 from ._step import Apply, LossFn
 
 
-def _batch_sums(apply, loss_fn, params, model_state, x, y, mask):
+def _batch_sums(apply, loss_fn, precision, params, model_state, x, y, mask):
     """Per-batch sums in evaluation mode: loss (if loss_fn), correct (if classes), count."""
+    # nothing is updated in evaluation: the statistics compute in the policy's dtype too
+    params, model_state, x = cast_for_compute((params, model_state, x), precision)
     out, _ = apply(params, model_state, x, train=False)
+    out = cast_outputs(out, precision)
     mf = mask.astype(jnp.float32)
     sums = {"count": jnp.sum(mf)}
     if loss_fn is not None:
@@ -30,18 +34,19 @@ def _batch_sums(apply, loss_fn, params, model_state, x, y, mask):
     return sums
 
 
-def _eval_scan(apply, loss_fn, params, model_state, data, indices, mask):
+def _eval_scan(apply, loss_fn, precision, params, model_state, data, indices, mask):
     """The batch sums of every padded batch, added up in one scan over device arrays."""
     x_all, y_all = data
 
     def body(totals, batch):
         idx, m = batch
-        sums = _batch_sums(apply, loss_fn, params, model_state, jnp.take(x_all, idx, axis=0),
-                           jnp.take(y_all, idx, axis=0), m)
+        sums = _batch_sums(apply, loss_fn, precision, params, model_state,
+                           jnp.take(x_all, idx, axis=0), jnp.take(y_all, idx, axis=0), m)
         return jax.tree.map(jnp.add, totals, sums), None
 
-    first = _batch_sums(apply, loss_fn, params, model_state, jnp.take(x_all, indices[0], axis=0),
-                        jnp.take(y_all, indices[0], axis=0), mask[0])
+    first = _batch_sums(apply, loss_fn, precision, params, model_state,
+                        jnp.take(x_all, indices[0], axis=0), jnp.take(y_all, indices[0], axis=0),
+                        mask[0])
     totals, _ = jax.lax.scan(body, first, (indices[1:], mask[1:]))
     return totals
 
@@ -118,7 +123,7 @@ _batch_sums_jit = _Variants(_batch_sums)
 
 def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
              loss_fn: LossFn | None = None, batch_size: int = 1000,
-             mesh=None) -> dict[str, float]:
+             mesh=None, precision: str = "float32") -> dict[str, float]:
     """Loss and accuracy over a dataset in evaluation mode, without gradients.
 
     PyTorch's ``model.eval()`` + ``with torch.no_grad():`` loop: Dropout is off,
@@ -138,6 +143,10 @@ def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
         with ``mesh``, rounded up to a multiple of its device count.
       mesh: evaluate on every device of a ``parallel.make_mesh()`` mesh, each
         device a slice of every batch.
+      precision: ``"float32"`` (default) or ``"bf16"`` (also ``"bfloat16"``):
+        the forward pass in bfloat16 (parameters, BatchNorm statistics and
+        float inputs cast), the loss and the sums in float32; ``fit`` passes
+        its own to its validation.
 
     Returns:
       ``{"accuracy": float}`` for class scores vs integer labels, plus
@@ -156,6 +165,7 @@ def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
         params, model_state = params.params, params.model_state
     model_state = {} if model_state is None else model_state
     check_live((params, model_state), "state", "state, metrics = step(state, batch)")
+    precision = check_precision(precision)
     from ._inputs import check_apply, check_not_empty, label_checked  # labels: on the host
 
     check_apply(apply)
@@ -167,12 +177,12 @@ def evaluate(apply: Apply, params: Any, data, *, model_state: Any = None,
     params, model_state = batches.place((params, model_state))
     if batches.on_device:
         indices, mask, _ = batches.index_batches(0)
-        totals = _eval_scan_jit(apply, loss_fn)(params, model_state, batches.arrays(), indices,
-                                                mask)
+        totals = _eval_scan_jit(apply, loss_fn, precision)(params, model_state, batches.arrays(),
+                                                           indices, mask)
     else:
         totals = None
         for x, y, m in batches.host_batches(0):
-            sums = _batch_sums_jit(apply, loss_fn)(params, model_state, x, y, m)
+            sums = _batch_sums_jit(apply, loss_fn, precision)(params, model_state, x, y, m)
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = dict(totals)
     count = totals.pop("count")

@@ -24,6 +24,7 @@ from ._batches import Batches, as_loader
 from ._epoch import epoch_runner
 from ._evaluate import evaluate
 from ._inputs import check_apply, check_not_empty, check_optimizer, label_checked
+from ._precision import check_precision
 from ._state import TrainState
 from ._step import Apply, LossFn, check_optimizer_attributes, first_non_finite
 
@@ -187,7 +188,7 @@ def _epoch_begin(run: cb.Run, begin: list, state: TrainState, epoch: int) -> Tra
     return state
 
 
-def _run_epoch(runner, run: cb.Run, callbacks, state, epoch: int, val_loader, mesh,
+def _run_epoch(runner, run: cb.Run, callbacks, state, epoch: int, val_loader, val_options,
                begin: list) -> tuple:
     """Train one epoch (``epoch`` counts from 1), validate, and build its history entry."""
     t0 = time.perf_counter()
@@ -210,7 +211,7 @@ def _run_epoch(runner, run: cb.Run, callbacks, state, epoch: int, val_loader, me
     logs["train_seconds"] = time.perf_counter() - t0 - compile_seconds
     logs["train_loss"] = float(np.sum(losses * counts) / np.sum(counts))
     if val_loader is not None:
-        val = evaluate(run.apply, state, val_loader, loss_fn=run.loss_fn, mesh=mesh)
+        val = evaluate(run.apply, state, val_loader, loss_fn=run.loss_fn, **val_options)
         logs.update({f"val_{k}": v for k, v in val.items()})
     logs["seconds"] = time.perf_counter() - t0
     return state, logs
@@ -240,7 +241,7 @@ def _check_state(state) -> None:
     raise TypeError(f"state: expected a TrainState, got {type(state).__name__}; {fix}")
 
 
-def _epoch_loop(run: cb.Run, runner, callbacks: list, state, val_loader, mesh,
+def _epoch_loop(run: cb.Run, runner, callbacks: list, state, val_loader, val_options,
                 begin: list | None = None) -> TrainState:
     """The callbacks' hooks around each epoch from ``run.start_epoch + 1`` to ``run.epochs``.
 
@@ -254,8 +255,8 @@ def _epoch_loop(run: cb.Run, runner, callbacks: list, state, val_loader, mesh,
             c.on_train_begin(run)
             started.append(c)
         for epoch in range(run.start_epoch + 1, run.epochs + 1):
-            state, logs = _run_epoch(runner, run, callbacks, state, epoch, val_loader, mesh,
-                                     begin)
+            state, logs = _run_epoch(runner, run, callbacks, state, epoch, val_loader,
+                                     val_options, begin)
             logs["run"] = run_index
             run.history.append(logs)
             if any([_stop(c, run, epoch, state, logs) for c in callbacks]):  # all run
@@ -272,7 +273,7 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
         val_data=None, callbacks: Iterable[cb.Callback] = (), check_finite: bool = True,
         checkpoint_dir=None, keep: int = 3, resume: bool = False, config: dict | None = None,
         progress: bool = True, log: Callable[[str], Any] | None = print, mesh=None,
-        ) -> tuple[TrainState, list[dict]]:
+        precision: str = "float32") -> tuple[TrainState, list[dict]]:
     """Train for ``epochs`` epochs; return the final state and the per-epoch history.
 
     The loop: (resume) → for each epoch: callbacks' ``on_epoch_begin`` (yours
@@ -315,6 +316,8 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
         be a multiple of their number), the same steps. In a multi-process
         run only process 0 checkpoints, resumes, logs and shows progress; the
         others start from its state.
+      precision: ``"float32"`` or ``"bf16"``, as for ``make_train_step``; the
+        validation computes in it too.
 
     Returns:
       ``(state, history)``; ``history[i]`` has ``epoch``, ``train_loss``,
@@ -343,7 +346,7 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
     """
     options = FitOptions(batch_size, shuffle, seed, check_finite, checkpoint_dir, keep, resume,
                          config, progress, log)
-    epochs = _check_epochs(epochs)
+    epochs, precision = _check_epochs(epochs), check_precision(precision)
     _check_state(state)
     check_optimizer_attributes(optimizer)
     check_apply(apply)
@@ -367,7 +370,7 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
     if val_loader is not None:
         label_checked(Batches(val_loader, mesh, name="val_data"), apply, state.params,
                       state.model_state, loss_fn=loss_fn)
-    runner = epoch_runner(apply, loss_fn, optimizer, batches)
+    runner = epoch_runner(apply, loss_fn, optimizer, batches, precision)
     options = options.for_this_process()
     builtin, callbacks = options.callbacks(), list(callbacks)
     begin = [*callbacks, *builtin]  # yours may return a new state; the built-ins see it
@@ -381,14 +384,16 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
                                                  epochs)
         run = cb.Run(apply, loss_fn, optimizer, loader, epochs, start_epoch, list(history),
                      options.config)
-        run.find_non_finite = functools.partial(_replay, apply, loss_fn, optimizer, batches)
-        state = _epoch_loop(run, runner, callbacks, state, val_loader, mesh, begin)
+        run.find_non_finite = functools.partial(_replay, run, batches, precision)
+        state = _epoch_loop(run, runner, callbacks, state, val_loader,
+                            {"mesh": mesh, "precision": precision}, begin)
     model = getattr(apply, "model", None)
     if model is not None:
         nn.update(model, state)
     return state, run.history
 
 
-def _replay(apply, loss_fn, optimizer, batches: Batches, state, epoch: int):
+def _replay(run: cb.Run, batches: Batches, precision: str, state, epoch: int):
     """``Run.find_non_finite``: replay epoch ``epoch`` (from 1) from ``state``, step by step."""
-    return first_non_finite(apply, loss_fn, optimizer, state, batches.host_batches(epoch - 1))
+    return first_non_finite(run.apply, run.loss_fn, run.optimizer, state,
+                            batches.host_batches(epoch - 1), precision)

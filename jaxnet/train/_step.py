@@ -13,6 +13,7 @@ import optax
 from .._tree import leaf_paths
 from ..nn._functional import check_live, mark_stale
 from ..nn._requires_grad import check as check_requires_grad
+from ._precision import cast_for_compute, cast_outputs, check_precision, like
 from ._state import TrainState
 
 Apply = Callable[..., tuple[jax.Array, Any]]
@@ -81,13 +82,21 @@ def check_scalar_loss(loss: Any) -> None:
                         f"or losses.cross_entropy")
 
 
-def _grad_step(apply: Apply, loss_fn: LossFn, optimizer, state: TrainState, x, y, mask):
-    """One optimizer step in training mode; returns the new state, the loss and the grads."""
+def _grad_step(apply: Apply, loss_fn: LossFn, optimizer, state: TrainState, x, y, mask,
+               precision: str = "float32"):
+    """One optimizer step in training mode; returns the new state, the loss and the grads.
+
+    With ``precision="bf16"`` the forward pass computes in bfloat16 (``_precision``);
+    the gradients come back float32 through the casts.
+    """
     key = jax.random.fold_in(state.rng, state.step)
+    x = cast_for_compute(x, precision)
 
     def objective(params):
-        outputs, model_state = apply(params, state.model_state, x, train=True, rng=key)
-        loss = loss_fn(outputs, y, mask=mask)
+        outputs, model_state = apply(cast_for_compute(params, precision), state.model_state, x,
+                                     train=True, rng=key)
+        model_state = like(model_state, state.model_state, precision)
+        loss = loss_fn(cast_outputs(outputs, precision), y, mask=mask)
         check_scalar_loss(loss)  # the shape is known while tracing: free
         return loss, model_state
 
@@ -105,13 +114,15 @@ def _finite_flags(loss, grads) -> jax.Array:
 
 
 def first_non_finite(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransformation,
-                     state: TrainState, batches: Iterable) -> tuple[int, list[str]] | None:
+                     state: TrainState, batches: Iterable, precision: str = "float32",
+                     ) -> tuple[int, list[str]] | None:
     """Replay ``batches`` from ``state`` with a per-step check, to name the first culprit.
 
     Args:
       apply, loss_fn, optimizer: as for ``make_train_step``.
       state: the state to replay from; not consumed (the replay does not donate).
       batches: the padded batches, as ``make_train_step`` takes them.
+      precision: as for ``make_train_step`` (the run's, so the replay is that run).
 
     Returns:
       ``(i, names)`` for the first batch ``i`` whose loss or a gradient is not
@@ -122,7 +133,8 @@ def first_non_finite(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTra
     """
     from ..checkpoint._finite import all_finite, non_finite_paths
 
-    step = make_train_step(apply, loss_fn, optimizer, check_finite=True, donate=False)._jitted
+    step = make_train_step(apply, loss_fn, optimizer, check_finite=True, donate=False,
+                           precision=precision)._jitted
     paths = leaf_paths(state.params)
     replay = state
     for i, batch in enumerate(batches):
@@ -138,7 +150,8 @@ def first_non_finite(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTra
 
 
 def make_train_step(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
-                    check_finite: bool = False, donate: bool = True):
+                    check_finite: bool = False, donate: bool = True,
+                    precision: str = "float32"):
     """Build the jitted ``train_step(state, batch) -> (state, metrics)``.
 
     Args:
@@ -150,6 +163,9 @@ def make_train_step(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTran
       donate: donate the input state's buffers (the old state is consumed, as
         when PyTorch updates parameters in place: reusing it raises "Array has
         been deleted").
+      precision: ``"float32"`` (default) or ``"bf16"`` (also ``"bfloat16"``):
+        the forward pass in bfloat16, as under PyTorch's ``torch.autocast``,
+        while the parameters, optimizer state, gradients and loss stay float32.
 
     ``batch`` is ``(x, y)`` or ``(x, y, mask)``: ``x`` of shape
     ``(batch, ...)``, ``y`` of shape ``(batch,)`` (int labels) or whatever
@@ -177,10 +193,11 @@ def make_train_step(apply: Apply, loss_fn: LossFn, optimizer: optax.GradientTran
     if model is not None:
         check_requires_grad(model, metadata=True)
     check_optimizer_attributes(optimizer)
+    precision = check_precision(precision)
 
     def train_step(state: TrainState, batch):
         x, y, mask = _split_batch(batch)
-        state, loss, grads = _grad_step(apply, loss_fn, optimizer, state, x, y, mask)
+        state, loss, grads = _grad_step(apply, loss_fn, optimizer, state, x, y, mask, precision)
         metrics = {"loss": loss}
         if check_finite:
             metrics["finite"] = _finite_flags(loss, grads)
