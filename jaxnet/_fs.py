@@ -25,8 +25,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["fsync_dir", "open_regular", "read_bounded", "user_path", "write_atomic",
-           "write_new"]
+__all__ = ["fsync_dir", "open_regular", "read_bounded", "require_utf8", "user_path",
+           "write_atomic", "write_new"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO opens at once instead of hanging
@@ -63,6 +63,34 @@ def user_path(value, *, name: str, what: str = "path") -> tuple[Path, str]:
     if not shown:
         raise ValueError(f"{name}: expected a {what}, got ''")
     return Path(os.path.expanduser(shown)).absolute(), shown
+
+
+def require_utf8(path, *, name: str, shown: str, why: str) -> None:
+    """``ValueError`` unless ``path``'s bytes are UTF-8 (what a writer such as orbax accepts).
+
+    A ``str`` with surrogate escapes (``os.fsdecode(b"\\xff")``) or ``bytes``
+    that are not UTF-8 name a folder that Python can create but C++ writers
+    cannot: checked before anything starts, not at the first write.
+
+    Args:
+      path: the path (str, bytes or ``os.PathLike``).
+      name: the argument's name in the message, e.g. ``"checkpoint_dir"``.
+      shown: the path as the user gave it.
+      why: what refuses other bytes, e.g. ``"the checkpoint writer"``.
+
+    >>> require_utf8("ck", name="checkpoint_dir", shown="ck", why="orbax")
+    >>> bad = os.fsdecode(b"ck\\xff")
+    >>> require_utf8(bad, name="checkpoint_dir", shown=bad, why="the checkpoint writer")
+    Traceback (most recent call last):
+    ...
+    ValueError: checkpoint_dir: expected a path in UTF-8 (the checkpoint writer accepts no \
+other bytes), got 'ck\\udcff'; choose another folder name
+    """
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{name}: expected a path in UTF-8 ({why} accepts no other bytes), "
+                         f"got {ascii(shown)}; choose another folder name") from None
 
 
 def fsync_dir(path: Path) -> None:

@@ -90,6 +90,24 @@ def _check_split(split: str) -> str:
     return split
 
 
+def _unreadable(name: str, shown: str) -> str:
+    """The message for a folder that exists but cannot be read (mode 000, another owner's).
+
+    >>> _unreadable("data_dir", "data")
+    'data_dir: data exists but cannot be read (permission denied); give read access to it \
+(chmod u+rx data) or choose another folder'
+    """
+    return (f"{name}: {shown} exists but cannot be read (permission denied); give read access "
+            f"to it (chmod u+rx {shown}) or choose another folder")
+
+
+def _check_readable(path: Path, shown: str, name: str) -> None:
+    """A folder that exists but cannot be listed is said to be so, never called missing (its
+    files would look absent, and a download would be tried into it)."""
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise PermissionError(_unreadable(name, shown))
+
+
 def _folder(directory, name: str) -> tuple[Path, str]:
     """``(path, the path as given)`` of an existing folder the user named; creates nothing."""
     shown = os.fsdecode(os.fspath(directory))
@@ -99,6 +117,7 @@ def _folder(directory, name: str) -> tuple[Path, str]:
                                 f"four IDX files of MNIST's layout")
     if not path.is_dir():
         raise NotADirectoryError(f"{name}: {shown} is not a folder")
+    _check_readable(path, shown, name)
     return path, shown
 
 
@@ -269,6 +288,9 @@ def load_mnist(split: str = "train", data_dir=None, source: str = "idx", *,
     if own:
         directory = default_data_dir()
         shown = str(directory)
+        if directory.is_dir():  # created if missing, below; never downloaded into unread
+            _check_readable(directory, shown, "JAXNET_DATA_DIR" if os.environ.get(
+                "JAXNET_DATA_DIR") else "jaxnet's data folder")
     else:
         directory, shown = _folder(data_dir, "data_dir")
     if source == "tfds":

@@ -26,7 +26,7 @@ import optax
 import pytest
 from test_faults import Case, idx_bytes
 
-from jaxnet import datasets, interop, losses, nn
+from jaxnet import checkpoint, datasets, interop, losses, nn
 from jaxnet.callbacks import NonFiniteError
 from jaxnet.data import ArrayDataset, DataLoader, Dataset
 from jaxnet.train import TrainState, evaluate, fit
@@ -109,6 +109,10 @@ def _empty_mnist(ws: Path) -> None:
             f.write(idx_bytes(np.zeros((0, 28, 28))))
         with gzip.open(ws / "z" / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
             f.write(idx_bytes(np.zeros((0,))))
+
+
+def _same_weights(a, b) -> bool:
+    return jax.tree.all(jax.tree.map(np.array_equal, nn.state_dict(a), nn.state_dict(b)))
 
 
 def _trained_last_class_never(ws, result):
@@ -219,6 +223,39 @@ CASES = [
          setup=lambda ws: (ws / "z.safetensors").write_bytes(b"PK\x03\x04" + b"\x00" * 60)),
     Case("mnist-zero-images", lambda ws: datasets.load_mnist("test", ws / "z"), ValueError,
          r"z: holds 0 images for split 'test'; expected at least one", setup=_empty_mnist),
+    # 7. issue 18's open items: each failed on the code before (a late or a foreign error)
+    Case("fit-checkpoint-dir-bytes-not-utf8", lambda ws: _fit(
+        checkpoint_dir=os.fsencode(ws) + b"/ck\xff")(ws), ValueError,
+         r"^checkpoint_dir: expected a path in UTF-8 \(the checkpoint writer accepts no other "
+         r"bytes\), got '.*ck\\udcff'; choose another folder name$"),
+    Case("fit-checkpoint-dir-surrogate-str", lambda ws: _fit(
+        checkpoint_dir=os.path.join(ws, os.fsdecode(b"ck\xff")))(ws), ValueError,
+         r"^checkpoint_dir: expected a path in UTF-8 .*ck\\udcff'"),
+    Case("save-directory-not-utf8", lambda ws: checkpoint.save(
+        ws / os.fsdecode(b"ck\xfe"), {"w": np.ones(2)}, step=1), ValueError,
+         r"^directory: expected a path in UTF-8 .*ck\\udcfe'"),
+    Case("rngs-float-seed", lambda ws: nn.Rngs(0.5), TypeError,
+         r"^nn.Rngs: seed: expected an int seed or a jax.random key, got float 0.5; "
+         r"write nn.Rngs\(0\)$"),
+    Case("rngs-str-seed", lambda ws: nn.Rngs("0"), TypeError,
+         r"^nn.Rngs: seed: expected an int seed .* got str '0'"),
+    Case("rngs-bool-seed", lambda ws: nn.Rngs(True), TypeError, r"got bool True"),
+    Case("rngs-keyword-float", lambda ws: nn.Rngs(params=0, dropout=0.1), TypeError,
+         r"^nn.Rngs: dropout: expected an int seed or a jax.random key, got float 0.1"),
+    Case("rngs-seed-too-large", lambda ws: nn.Rngs(2**70), ValueError,
+         r"^nn.Rngs: seed: expected an int seed in \[-2\*\*63, 2\*\*63\)"),
+    Case("rngs-numpy-int-seed", lambda ws: nn.MLP(3, [4], 2, rngs=nn.Rngs(np.int64(3))), None,
+         check=lambda ws, r: _same_weights(r, nn.MLP(3, [4], 2, rngs=nn.Rngs(3)))),
+    Case("rngs-typed-key", lambda ws: nn.MLP(3, [4], 2, rngs=nn.Rngs(jax.random.key(3))), None,
+         check=lambda ws, r: _same_weights(r, nn.MLP(3, [4], 2, rngs=nn.Rngs(3)))),
+    Case("save-typed-prng-key", lambda ws: checkpoint.save(
+        ws / "ck", {"w": jnp.ones(2), "rng": {"k": jax.random.key(0)}}, step=1), TypeError,
+         r"^state: the leaf rng/k is a typed jax.random key \(key<fry>\), which a checkpoint "
+         r"cannot hold; save jax.random.key_data\(key\) .* jax.random.wrap_key_data\(data\)$"),
+    Case("save-raw-key-data", lambda ws: checkpoint.restore(checkpoint.save(
+        ws / "ck", {"k": jax.random.key_data(jax.random.key(7))}, step=1).parent,
+        like={"k": jax.random.key_data(jax.random.key(0))}), None,
+         check=lambda ws, r: np.array_equal(r["k"], jax.random.key_data(jax.random.key(7)))),
 ]
 
 
@@ -304,3 +341,78 @@ def test_good_labels_train_bit_identically_with_the_checks():
     a = _fit()(None)[0]
     b = _fit(data=lambda: Items(Y), shuffle=True, seed=0)(None)[0]
     assert jax.tree.all(jax.tree.map(np.array_equal, a.params, b.params))
+
+
+@pytest.mark.parametrize("name", [b"ck\xff", os.fsdecode(b"ck\xff")], ids=["bytes", "str"])
+def test_fit_refuses_a_non_utf8_checkpoint_dir_before_training_or_creating(tmp_path, name):
+    """The Python API checks what the CLI checks, in the same place (checkpoint.paths): no
+    epoch trains, no folder or lock appears (it used to fail at the first save, after
+    training, leaving the folder)."""
+    model = nn.MLP(3, [4], 2, rngs=0)
+    apply, params, _ = nn.split(model)
+    before = nn.state_dict(model)
+    folder = os.fsencode(tmp_path) + b"/" + os.fsencode(name)
+    epochs = []
+
+    class Count:
+        def on_epoch_end(self, run, epoch, state, logs):
+            epochs.append(epoch)
+
+    with pytest.raises(ValueError, match="^checkpoint_dir: expected a path in UTF-8"):
+        fit(TrainState.create(params, optax.sgd(0.1)), apply, losses.cross_entropy,
+            optax.sgd(0.1), (X, Y), epochs=1, batch_size=4, progress=False, log=None,
+            checkpoint_dir=folder if isinstance(name, bytes) else os.fsdecode(folder),
+            callbacks=[Count()])
+    assert epochs == [] and os.listdir(tmp_path) == []
+    assert jax.tree.all(jax.tree.map(np.array_equal, before, nn.state_dict(model)))
+
+
+_MESH_EVALUATE = r"""
+import json, numpy as np, optax
+from jaxnet import data, losses, nn, parallel, train
+
+class Items(data.Dataset):  # the course's own per-item Dataset: the host path, not the scan
+    def __init__(self, n):
+        self.x = np.random.default_rng(n).random((n, 3)).astype(np.float32)
+        self.y = np.arange(n) % 2
+    def __len__(self):
+        return len(self.y)
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+apply, params, st = nn.split(nn.MLP(3, [4], 2, rngs=0))
+mesh, out = parallel.make_mesh(), {}
+for n in (1, 2, 3, 5, 8):
+    kw = dict(model_state=st, loss_fn=losses.cross_entropy)
+    one = train.evaluate(apply, params, Items(n), **kw)
+    out[n] = [train.evaluate(apply, params, Items(n), mesh=mesh, **kw), one,
+              train.evaluate(apply, params, (Items(n).x, Items(n).y), mesh=mesh, **kw)]
+state = train.TrainState.create(params, optax.sgd(0.1), model_state=st)
+_, h = train.fit(state, apply, losses.cross_entropy, optax.sgd(0.1), Items(3), epochs=1,
+                 batch_size=4, val_data=Items(3), mesh=mesh, progress=False, log=None)
+out["fit"] = [mesh.size, h[0]["val_accuracy"]]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_evaluate_on_a_mesh_with_fewer_rows_than_devices(tmp_path):
+    """4 CPU devices, a per-item Dataset of 1, 2, 3, 5 and 8 rows: the same loss and accuracy
+    as on one device (the rows padded to the devices and masked); it used to fail with
+    'batch_size: expected a multiple of the 4 devices ... got 5', naming a batch_size the
+    caller never gave."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", _MESH_EVALUATE], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.split("RESULT ", 1)[1])
+    for n in ("1", "2", "3", "5", "8"):
+        mesh_items, one_device, mesh_arrays = out[n]
+        assert mesh_items.keys() == one_device.keys() == {"accuracy", "loss"}
+        for key in one_device:
+            assert mesh_items[key] == pytest.approx(one_device[key], abs=1e-6), (n, key)
+            assert mesh_arrays[key] == pytest.approx(one_device[key], abs=1e-6), (n, key)
+    assert out["fit"][0] == 4 and 0 <= out["fit"][1] <= 1

@@ -151,6 +151,43 @@ def step_with(loss_fn):
     return train.make_train_step(apply, loss_fn, opt)(state, (X[:4], Y[:4]))
 
 
+def torch_habit_dropped_return():
+    """``model.load_state_dict(sd)`` in PyTorch: the call's value dropped, the model loaded."""
+    source = nn.MLP(3, [4], 2, rngs=0)
+    model = nn.MLP(3, [4], 2, rngs=1)
+    interop.from_torch_state_dict(interop.to_torch_state_dict(source), model)
+    x = jnp.ones((2, 3))
+    return source(x), model(x)
+
+
+def fit_again_on(rows: int, epochs: int = 4):
+    """``fit`` 2 epochs on 12 rows (3 batches of 4), then again on ``rows`` rows: the epochs
+    trained the second time, and what the log said."""
+    _, apply, opt, state = fresh()
+    state, _ = train.fit(state, apply, losses.cross_entropy, opt, (X, Y), epochs=2, **QUIET)
+    lines = []
+    _, history = train.fit(state, apply, losses.cross_entropy, opt, (X[:rows], Y[:rows]),
+                           epochs=epochs, **{**QUIET, "log": lines.append})
+    return [h["epoch"] for h in history], lines[0]
+
+
+def continued_twice():
+    """Three fits: 12 rows, then 8, then 8 again: each counts the epochs really trained."""
+    _, apply, opt, state = fresh()
+    for rows, epochs in ((12, 2), (8, 4)):
+        state, _ = train.fit(state, apply, losses.cross_entropy, opt, (X[:rows], Y[:rows]),
+                             epochs=epochs, **QUIET)
+    state, history = train.fit(state, apply, losses.cross_entropy, opt, (X[:8], Y[:8]),
+                               epochs=5, **QUIET)
+    return [h["epoch"] for h in history], int(state.step)  # 2 x 3 steps + 3 x 2 steps
+
+
+def updated_kernel():
+    model, _, state = after_step_loop()
+    nn.update(model, state)
+    return np.array_equal(model.fc1.kernel[...], state.params["fc1"]["kernel"])
+
+
 MSG_STALE = "nn.update\\(model, state\\)"
 MSG_CONSUMED = "consumed by a train step"
 
@@ -246,6 +283,23 @@ CASES = [
     # ---- the learner's objects after training ------------------------------------------
     Case("stale-weight-view", lambda: stale_model().fc1.weight, nn.StaleModelError,
          MSG_STALE, fixed=True),
+    Case("stale-kernel-read", lambda: stale_model().fc1.kernel[...], nn.StaleModelError,
+         "kernel\\[...\\]: expected the trained weights.*" + MSG_STALE, fixed=True),
+    Case("stale-bias-read", lambda: stale_model().fc2.bias[...], nn.StaleModelError,
+         MSG_STALE, fixed=True),
+    Case("stale-kernel-asarray", lambda: jnp.asarray(stale_model().fc1.kernel),
+         nn.StaleModelError, MSG_STALE, fixed=True),
+    Case("kernel-read-after-update", updated_kernel, check=equal_to(True)),
+    Case("kernel-read-of-a-fresh-model", lambda: Net(nn.Rngs(0)).fc1.kernel[...].shape,
+         check=equal_to((3, 4))),
+    Case("fit-again-on-fewer-rows", lambda: fit_again_on(8), check=equal_to(
+        ([3, 4], "continuing at epoch 3 (the state has trained 2 epochs of 3 steps, state.step "
+                 "6; train_data now has 2 steps per epoch)")), fixed=True),
+    Case("fit-again-on-rows-not-dividing-step", lambda: fit_again_on(4)[0],
+         check=equal_to([3, 4]), fixed=True),
+    Case("fit-again-on-the-same-rows", lambda: fit_again_on(12), check=equal_to(
+        ([3, 4], "continuing at epoch 3 (state.step 6 = 2 epochs of 3 steps)"))),
+    Case("fit-three-times-two-datasets", continued_twice, check=equal_to(([5], 12)), fixed=True),
     Case("stale-submodule-call", lambda: stale_model().fc1(jnp.ones((1, 3))),
          nn.StaleModelError, MSG_STALE),
     Case("stale-summary", lambda: nn.summary(stale_model(), (1, 3), print_fn=None),
@@ -292,6 +346,7 @@ CASES = [
     Case("load-npz", lambda: (np.savez("w.npz", a=np.zeros(2)),
                               jaxnet.load("w.npz", into=nn.MLP(3, [4], 2, rngs=0))),
          ValueError, "not a jaxnet checkpoint folder"),
+    Case("torch-sd-return-dropped", torch_habit_dropped_return, check=equal_pair, fixed=True),
     Case("torch-sd-ddp-prefix", lambda: torch_sd(lambda sd: {"module." + k: v
                                                              for k, v in sd.items()}),
          ValueError, "module\\."),

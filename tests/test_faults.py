@@ -548,6 +548,25 @@ def unreadable(folder: str, call):
     return run
 
 
+def no_download(call):
+    """``call`` with jaxnet's MNIST download made a test failure (it must never be tried)."""
+    def run(ws):
+        def download(directory, names):
+            raise AssertionError(f"tried to download {names} into {directory}")
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(datasets, "_download", download)
+            return call(ws)
+    return run
+
+
+def own_data_dir(ws: Path, call):
+    """``call()`` with jaxnet's own data folder (``$JAXNET_DATA_DIR``) set to ``ws/data``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAXNET_DATA_DIR", str(ws / "data"))
+        return call()
+
+
 def no_write_access(folder: str, call):
     """A read-only ``folder``; as root (which ignores modes) creating a file in it is denied
     at ``os.open``, as the kernel would deny it."""
@@ -871,6 +890,16 @@ CASES = [
     Case("cli-data-dir-unreadable", unreadable("data", cli_run(*TINY)), CliFailed,
          r"^exit 2: jaxnet: error: --data-dir: data is not readable \(permission denied\); "
          r"give read access to it or choose another --data-dir$"),
+    # issue 18: a mode-000 folder was "missing" (its files looked absent) and downloaded into
+    Case("mnist-data-dir-unreadable", unreadable("data", no_download(
+        lambda ws: datasets.load_mnist("train", ws / "data"))), PermissionError,
+         r"^data_dir: .*data exists but cannot be read \(permission denied\); give read access "
+         r"to it \(chmod u\+rx .*data\) or choose another folder$"),
+    Case("mnist-own-folder-unreadable", unreadable("data", no_download(
+        lambda ws: own_data_dir(ws, lambda: datasets.load_mnist("test")))), PermissionError,
+         r"^JAXNET_DATA_DIR: .*data exists but cannot be read \(permission denied\)"),
+    Case("load-idx-unreadable", unreadable("data", lambda ws: datasets.load_idx(ws / "data")),
+         PermissionError, r"^directory: .*data exists but cannot be read"),
     Case("cli-convert-to-npz", convert_run("start.safetensors", "--to", "out.npz", "--hidden",
                                            "8"), CliFailed,
          r"^exit 2: jaxnet: error: --to: expected a checkpoint folder or a \.safetensors, \.pt, "
@@ -1144,3 +1173,23 @@ def test_fault(case, ws, alarm, capfd):
     changed = sorted(k for k, h in before.items()
                      if after.get(k) != h and not k.startswith(case.may_change))
     assert not changed, f"user files changed or deleted: {changed}"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 folder (it ignores file "
+                    "modes); the rows mnist-*-unreadable cover it with os.access reporting it")
+def test_mnist_mode_000_folder_is_unreadable_not_missing(ws, monkeypatch):
+    """As an ordinary user: a real mode-000 folder is named unreadable; nothing downloads."""
+    monkeypatch.setattr(datasets, "_download", lambda d, names: pytest.fail(f"download {names}"))
+    os.chmod(ws / "data", 0)
+    try:
+        with pytest.raises(PermissionError, match="data exists but cannot be read"):
+            datasets.load_mnist("train", ws / "data")
+    finally:
+        os.chmod(ws / "data", 0o755)
+
+
+def test_the_unreadable_folder_message_names_the_folder_and_the_fix():
+    message = datasets._unreadable("data_dir", "runs/mnist")
+    assert message == ("data_dir: runs/mnist exists but cannot be read (permission denied); "
+                       "give read access to it (chmod u+rx runs/mnist) or choose another folder")
+    assert "missing" not in message and "download" not in message

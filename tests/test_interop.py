@@ -142,15 +142,34 @@ def random_inputs(n, d, seed=0):
 
 def test_course_neural_network_gives_pytorch_logits(torch):
     torch_model = torch_neural_network(torch, 50, 3)
-    template = NeuralNetwork(50, 3, rngs=nn.Rngs(0))
-    before = leaves(template)
-    model = interop.from_torch_state_dict(torch_model.state_dict(), template)
+    given = NeuralNetwork(50, 3, rngs=nn.Rngs(0))
+    model = interop.from_torch_state_dict(torch_model.state_dict(), given)
     assert list(torch_model.state_dict()) == list(interop.to_torch_state_dict(model))
     x = random_inputs(64, 50)
     np.testing.assert_allclose(jax_logits(model, x), torch_logits(torch, torch_model, x),
                                rtol=0, atol=1e-5)
-    assert type(model) is NeuralNetwork and model is not template
-    after = leaves(template)  # the template is a template: never changed
+    assert model is given  # loaded in place and returned, as model.load_state_dict(sd)
+
+
+def test_dropping_the_return_value_keeps_the_loaded_weights(torch):
+    """PyTorch's habit ``model.load_state_dict(sd)`` written as a call whose value is dropped:
+    the model holds the PyTorch values (it kept its untrained weights before)."""
+    torch_model = torch_neural_network(torch, 50, 3)
+    model = NeuralNetwork(50, 3, rngs=nn.Rngs(0))
+    interop.from_torch_state_dict(torch_model.state_dict(), model)  # return value dropped
+    x = random_inputs(64, 50)
+    np.testing.assert_allclose(jax_logits(model, x), torch_logits(torch, torch_model, x),
+                               rtol=0, atol=1e-5)
+
+
+def test_a_refused_state_dict_leaves_the_model_as_it_was():
+    model = nn.MLP(3, [2], 2, rngs=0)
+    before = leaves(model)
+    sd = interop.to_torch_state_dict(nn.MLP(3, [2], 2, rngs=1))
+    sd["2.weight"] = sd["2.weight"][:1]  # one mis-shaped key: nothing at all is loaded
+    with pytest.raises(interop.StateDictMismatchError, match="mis-shaped"):
+        interop.from_torch_state_dict(sd, model)
+    after = leaves(model)
     assert all(before[k].tobytes() == after[k].tobytes() for k in before)
 
 

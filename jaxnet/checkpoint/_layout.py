@@ -50,9 +50,15 @@ MAX_STEP = 10**18
 HOST = socket.gethostname()
 
 
-def paths(directory) -> tuple[Path, str]:
-    """``(absolute path, the path as given)``: orbax needs absolute paths."""
-    return _fs.user_path(directory, name="directory", what="folder path")
+def paths(directory, name: str = "directory") -> tuple[Path, str]:
+    """``(absolute path, the path as given)``: orbax needs absolute paths, in UTF-8.
+
+    A folder name with other bytes is refused here, before a lock or a work
+    folder is made, rather than at the first write (``ValueError``).
+    """
+    path, shown = _fs.user_path(directory, name=name, what="folder path")
+    _fs.require_utf8(path, name=name, shown=shown, why="the checkpoint writer")
+    return path, shown
 
 
 def step_name(step: int) -> str:

@@ -172,7 +172,7 @@ def lock(directory, *, log: Callable[[str], Any] | None = None,
     ...     with lock(d):  # re-entrant
     ...         _ = save(d, {"w": jnp.zeros(2)}, step=1)
     """
-    path, shown = paths(directory)
+    path, shown = paths(directory, name)
     key = str(path / LOCK)
     log = log or logger.warning
     with _held_guard:

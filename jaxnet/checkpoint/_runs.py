@@ -58,7 +58,7 @@ def check_new_run(directory, *, resume: bool, name: str = "checkpoint_dir",
     jaxnet.checkpoint.CheckpointExistsError: checkpoint_dir: ... already holds checkpoints ...
     """
     check_writable(directory, name=name)
-    path, shown = paths(directory)
+    path, shown = paths(directory, name)
     check_unlocked(path, shown, name)
     steps = scan_steps(path, shown)
     if steps and not resume:

@@ -94,6 +94,7 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
     final, shown_final = path / name, os.path.join(shown, name)
     # a state a train step consumed: jaxnet's one line, not "Array has been deleted"
     check_live(state, "state", "save the state the step or fit returned")
+    _refuse_typed_keys(state)
     try:  # convert once, so the manifest describes exactly what is stored
         leaves = [jnp.asarray(x) for x in jax.tree.leaves(state)]
     except TypeError as e:
@@ -139,6 +140,18 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
     return final
 
 
+def _refuse_typed_keys(state: Any) -> None:
+    """A typed ``jax.random.key`` leaf has no bytes of its own to store (numpy cannot hold
+    it): refused naming its path and the raw key data that can be saved instead."""
+    for where, leaf in zip(leaf_paths(state), jax.tree.leaves(state), strict=True):
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            raise TypeError(
+                f"state: the leaf {where} is a typed jax.random key ({dtype}), which a "
+                f"checkpoint cannot hold; save jax.random.key_data(key) (a uint32 array) "
+                f"instead and rebuild it after restore with jax.random.wrap_key_data(data)")
+
+
 def _prune(path: Path, keep: int) -> None:
     """Remove all but the newest ``keep`` checkpoints, each by one atomic rename into a
     marked work folder (never a half-deleted checkpoint that is still listed)."""
@@ -181,7 +194,7 @@ def check_writable(directory, *, name: str = "checkpoint_dir") -> None:
     >>> os.path.exists(d)
     False
     """
-    path, shown = paths(directory)
+    path, shown = paths(directory, name)
     try:
         existing, missing = path, []
         while not existing.exists():

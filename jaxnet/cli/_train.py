@@ -169,7 +169,7 @@ def _check_before_training(args) -> dict:
         try:
             checkpoint.check_new_run(args.checkpoint_dir, resume=args.resume,
                                      name="--checkpoint-dir", resume_name="--resume")
-        except checkpoint.CheckpointError as e:
+        except (checkpoint.CheckpointError, ValueError) as e:  # ValueError: not UTF-8
             raise FlagError(str(e)) from None
     return outputs
 
@@ -198,20 +198,14 @@ def _check_momentum(args) -> None:
 
 
 def _check_checkpoint_paths(args, outputs: dict) -> None:
-    """The checkpoint folder is a name the checkpoint writer accepts (UTF-8) and is neither
-    ``--json``/``--plot`` nor inside one of them."""
+    """The checkpoint folder is neither ``--json``/``--plot`` nor inside one of them (its
+    encoding is ``check_new_run``'s check, the one ``fit`` makes)."""
     from .. import _fs
 
     try:
         folder, _ = _fs.user_path(args.checkpoint_dir, name="--checkpoint-dir", what="folder")
     except ValueError as e:
         raise FlagError(str(e)) from None
-    try:
-        os.fsencode(str(folder)).decode("utf-8")
-    except UnicodeDecodeError:
-        raise FlagError(f"--checkpoint-dir: expected a path in UTF-8 (the checkpoint writer "
-                        f"accepts no other bytes), got {ascii(args.checkpoint_dir)}; choose "
-                        f"another folder name") from None
     real = os.path.realpath(folder)
     for name, path in outputs.items():
         out = os.path.realpath(path)

@@ -43,9 +43,10 @@ Files: ``_keys`` (PyTorch key ↔ NNX path, key order; names via
 >>> sd = to_torch_state_dict(model)
 >>> {k: v.shape for k, v in sd.items()}
 {'0.weight': (3, 4), '0.bias': (3,), '2.weight': (2, 3), '2.bias': (2,)}
->>> copy = from_torch_state_dict(sd, nn.MLP(4, [3], 2, rngs=1))
->>> bool((copy[0].kernel[...] == model[0].kernel[...]).all())
-True
+>>> other = nn.MLP(4, [3], 2, rngs=1)
+>>> loaded = from_torch_state_dict(sd, other)  # into other, in place
+>>> loaded is other, bool((other[0].kernel[...] == model[0].kernel[...]).all())
+(True, True)
 """
 
 import importlib as _importlib

@@ -119,20 +119,25 @@ def _mismatch_message(what: str, missing, unexpected, mismatched, not_arrays) ->
 
 
 def from_torch_state_dict(state_dict: Mapping[str, Any], model: nnx.Module) -> nnx.Module:
-    """A new model of ``model``'s architecture carrying a PyTorch state dict's values.
+    """Load a PyTorch state dict into ``model`` (in place) and return ``model``.
 
-    ``model`` is a template: it is copied, never changed. Values may be torch
-    tensors, numpy or JAX arrays, and are cast to the template's dtypes (as
-    PyTorch's ``load_state_dict`` does). BatchNorm's ``num_batches_tracked`` is
-    accepted and ignored.
+    PyTorch's ``model.load_state_dict(sd)`` habit works: ``model`` itself
+    holds the state dict's values afterwards, and the returned object is that
+    same model, so ``model = from_torch_state_dict(sd, model)`` works too.
+    Every key and shape is checked before anything changes: on an error the
+    model is left as it was. Values may be torch tensors, numpy or JAX arrays,
+    and are cast to the model's dtypes (as PyTorch's ``load_state_dict`` does).
+    BatchNorm's ``num_batches_tracked`` is accepted and ignored. To keep the
+    original weights too, load into a copy: ``from_torch_state_dict(sd,
+    nnx.clone(model))``.
 
     Args:
       state_dict: ``{pytorch_key: tensor}``, e.g. ``torch_model.state_dict()``
         or ``jaxnet.interop.load("model.safetensors")``.
-      model: a jaxnet model of the same architecture (its values are not used).
+      model: a jaxnet model of the same architecture; it receives the values.
 
     Returns:
-      A new model (same class as ``model``) holding the state dict's values.
+      ``model`` itself, now holding the state dict's values.
 
     Raises:
       StateDictMismatchError (a ``ValueError``): lists every missing,
@@ -140,13 +145,15 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], model: nnx.Module) -> n
 
     >>> from jaxnet import nn
     >>> sd = {"0.weight": np.ones((3, 4)), "0.bias": np.zeros(3)}
-    >>> layer = from_torch_state_dict(sd, nn.Sequential(nn.Linear(4, 3, rngs=nn.Rngs(0))))[0]
-    >>> layer.kernel.shape, layer.kernel.dtype
-    ((4, 3), dtype('float32'))
+    >>> model = nn.Sequential(nn.Linear(4, 3, rngs=nn.Rngs(0)))
+    >>> from_torch_state_dict(sd, model) is model
+    True
+    >>> model[0].kernel.shape, model[0].kernel.dtype, float(model[0].kernel[...].sum())
+    ((4, 3), dtype('float32'), 12.0)
     """
     if not isinstance(model, nnx.Module):
-        raise TypeError(f"model: expected a jaxnet model (nn.Module) to copy the architecture "
-                        f"from, got {type(model).__name__}")
+        raise TypeError(f"model: expected a jaxnet model (nn.Module) to load the values into, "
+                        f"got {type(model).__name__}")
     if isinstance(state_dict, str | os.PathLike):
         raise TypeError(f"state_dict: expected a dict of tensors, got the path "
                         f"{os.fspath(state_dict)!r}; read it with jaxnet.interop.load(path)")
@@ -187,9 +194,8 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], model: nnx.Module) -> n
         for k in e.path[:-1]:
             node = node.setdefault(k, {})
         node[e.path[-1]] = jnp.asarray(array, dtype=e.dtype)
-    new = nnx.clone(model)
-    nn.load_state_dict(new, values)
-    return new
+    nn.load_state_dict(model, values)  # in place, as PyTorch's model.load_state_dict(sd)
+    return model
 
 
 # ---------------------------------------------------------------------------- export

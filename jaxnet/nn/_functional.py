@@ -65,11 +65,16 @@ _STALE: weakref.WeakSet = weakref.WeakSet()
 
 
 def mark_stale(model: Any) -> None:
-    """Record that a state split from ``model`` trained: the model object is now behind."""
+    """Record that a state split from ``model`` trained: the model object is now behind.
+
+    Its modules (``model(x)``, ``model.fc1(x)``, ``.weight``) and its ``Linear``/
+    ``BatchNorm1d`` parameters (``model.fc1.kernel[...]``) then raise ``StaleModelError``.
+    """
     if model is not None and not _is_stale(model):
         for _, module in nnx.iter_modules(model):
             if type(module).__hash__ is not None:  # nnx.List is a container, never called
                 _STALE.add(module)
+        _requires_grad.mark_stale(model, True)
 
 
 def _is_stale(model: Any) -> bool:
@@ -81,16 +86,23 @@ def _clear_stale(model: nnx.Module) -> None:
         for _, module in nnx.iter_modules(model):
             if type(module).__hash__ is not None:
                 _STALE.discard(module)
+    if _requires_grad._stale_count[0]:
+        _requires_grad.mark_stale(model, False)
+
+
+def stale_error(name: str) -> StaleModelError:
+    """The one message of a model object used while its ``TrainState`` trained elsewhere."""
+    return StaleModelError(
+        f"{name}: expected the trained weights, got the weights from before training (a "
+        f"train step or epoch from nn.split(model) trained a TrainState, not the model "
+        f"object): write nn.update(model, state) first, or predict with "
+        f"apply(state.params, state.model_state, x)")
 
 
 def check_fresh(model: Any, name: str = "model") -> None:
     """``StaleModelError`` if ``model`` is behind the ``TrainState`` that trained from it."""
     if _is_stale(model):
-        raise StaleModelError(
-            f"{name}: expected the trained weights, got the weights from before training (a "
-            f"train step or epoch from nn.split(model) trained a TrainState, not the model "
-            f"object): write nn.update(model, state) first, or predict with "
-            f"apply(state.params, state.model_state, x)")
+        raise stale_error(name)
 
 
 def check_live(tree: Any, name: str = "state", fix: str = "state, metrics = step(state, batch)"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
+import jax
 import numpy as np
 from flax import nnx
 
@@ -100,8 +102,45 @@ class _Described(Module):
 
     __str__ = __repr__
 
-Rngs = nnx.Rngs
-"""``nnx.Rngs``: the explicit source of initial random values, e.g. ``nn.Rngs(0)``."""
+
+def _rng_value(name: str, value: Any) -> Any:
+    """An int seed (a numpy int becomes an int) or a key as it is; anything else refused."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        if not -(2**63) <= value < 2**63:  # what jax.random.key takes
+            raise ValueError(f"nn.Rngs: {name}: expected an int seed in [-2**63, 2**63), got "
+                             f"{value}")
+        return int(value)
+    if isinstance(value, jax.Array | nnx.RngStream) or value is None:
+        return value
+    raise TypeError(f"nn.Rngs: {name}: expected an int seed or a jax.random key, got "
+                    f"{type(value).__name__} {value!r}; write nn.Rngs(0)")
+
+
+class Rngs(nnx.Rngs):
+    """``nnx.Rngs``: the explicit source of initial random values, e.g. ``nn.Rngs(0)``.
+
+    Exactly Flax's ``nnx.Rngs`` (the same keys, accepted wherever it is), with
+    jaxnet's message for a seed that is not one (``nn.Rngs(0.5)``).
+
+    Args:
+      default: an int seed or a ``jax.random`` key (or a dict of named streams).
+      **rngs: named streams, e.g. ``params=0, dropout=1``.
+
+    >>> Rngs(0).params().shape
+    ()
+    >>> Rngs(0.5)
+    Traceback (most recent call last):
+    ...
+    TypeError: nn.Rngs: seed: expected an int seed or a jax.random key, got float 0.5; \
+write nn.Rngs(0)
+    """
+
+    def __init__(self, default=None, **rngs):
+        if isinstance(default, Mapping):
+            default = {k: _rng_value(str(k), v) for k, v in default.items()}
+        else:
+            default = _rng_value("seed", default)
+        super().__init__(default, **{k: _rng_value(k, v) for k, v in rngs.items()})
 
 
 def _require_rngs(rngs: Any, layer: str) -> nnx.Rngs:

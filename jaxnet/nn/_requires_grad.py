@@ -55,7 +55,7 @@ class Param(nnx.Param):
     TypeError: kernel.requires_grad: jaxnet has no requires_grad: freeze in the optimizer ...
     """
 
-    __slots__ = ("_jaxnet_name",)
+    __slots__ = ("_jaxnet_name", "_jaxnet_stale")
 
     @classmethod
     def named(cls, param: nnx.Param, name: str) -> Param:
@@ -63,6 +63,19 @@ class Param(nnx.Param):
         new = cls(param.get_value(), **param.get_metadata())
         object.__setattr__(new, "_jaxnet_name", name)
         return new
+
+    # ``layer.kernel[...]`` on a model whose TrainState trained elsewhere: the same
+    # StaleModelError as ``layer.weight`` and ``model(x)``. One int test while no model is
+    # stale (inside jit this runs at tracing only; merged copies are never marked).
+    def __getitem__(self, key):
+        if _stale_count[0]:
+            _check_fresh(self, "[...]")
+        return super().__getitem__(key)
+
+    def __jax_array__(self):
+        if _stale_count[0]:
+            _check_fresh(self, "")
+        return super().__jax_array__()
 
     def _name(self, attr: str) -> str:
         try:
@@ -94,6 +107,33 @@ class Param(nnx.Param):
         if "requires_grad" in names:
             raise refuse(self._name("requires_grad"))
         super().set_metadata(*args, **kwargs)
+
+
+_stale_count = [0]  # Params marked stale now (``mark_stale``): 0 makes reads free
+
+
+def _check_fresh(param: Param, how: str) -> None:
+    try:
+        stale = object.__getattribute__(param, "_jaxnet_stale")
+    except AttributeError:  # a copy Flax made (merge, clone): never marked
+        return
+    if stale:
+        from ._functional import stale_error
+
+        raise stale_error(param._name("")[:-1] + how)
+
+
+def mark_stale(model: Any, stale: bool) -> None:
+    """Mark (or unmark) each jaxnet ``Param`` of ``model`` as behind its TrainState."""
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, Param):
+            try:
+                was = object.__getattribute__(node, "_jaxnet_stale")
+            except AttributeError:
+                was = False
+            if was != stale:
+                object.__setattr__(node, "_jaxnet_stale", stale)
+                _stale_count[0] += 1 if stale else -1
 
 
 def handed_out(layer: Any, array: Any) -> Any:

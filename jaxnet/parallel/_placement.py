@@ -191,13 +191,20 @@ def iter_epoch(loader, epoch: int, mesh: Mesh) -> Iterator[Any]:
     [((4, 2), [True, True, True, True]), ((4, 2), [True, False, False, False])]
     """
     batch_size = check_batch_size(loader.batch_size, check_mesh(mesh))
+    # A dataset smaller than the batch is served whole (never batch_size rows): its batch
+    # is padded (masked) up to a multiple of the devices, as Batches pads its index columns.
+    width = min(batch_size, len(loader.dataset))
+    batch_size = -(-width // mesh.size) * mesh.size
     rows = local_rows(mesh, batch_size)
-    if rows == slice(0, batch_size):  # one process feeds every row
+    if rows == slice(0, batch_size) and width == batch_size:  # one process feeds every row
         for batch in loader.iter_epoch(epoch, pad_last=True):
             yield shard_batch(batch, mesh)
         return
     sharding = NamedSharding(mesh, P(DATA_AXIS))
     indices, mask = loader.index_batches(epoch)
+    if width < batch_size:
+        indices = np.pad(indices, ((0, 0), (0, batch_size - width)))
+        mask = np.pad(mask, ((0, 0), (0, batch_size - width)))
     for i in range(len(indices)):
         local = (*loader.fetch(indices[i, rows]), mask[i, rows])
         yield jax.tree.map(lambda a: jax.make_array_from_process_local_data(

@@ -131,8 +131,9 @@ def as_loader(data, name: str, *, batch_size=None, shuffle=None, seed=None,
         raise TypeError(f"{name}: expected (x, y) arrays, a Dataset or a DataLoader, got "
                         f"{type(data).__name__}")
     b, s, sd = defaults
-    b = min(given.get("batch_size", b), len(data))
-    if "batch_size" not in given:
-        b = -(-b // round_to) * round_to
+    if "batch_size" in given:  # kept as given: a smaller dataset is served whole, as PyTorch
+        b = given["batch_size"]
+    else:
+        b = -(-min(b, len(data)) // round_to) * round_to
     return DataLoader(data, batch_size=b, shuffle=given.get("shuffle", s),
                       seed=given.get("seed", sd))

@@ -21,6 +21,7 @@ from .._checks import positive_int, seed_int
 from ..nn._functional import check_live
 from ..nn._requires_grad import check as check_requires_grad
 from ._batches import Batches, as_loader
+from ._continue import carry_epochs, continued_epochs, record_epochs
 from ._epoch import epoch_runner
 from ._evaluate import evaluate
 from ._inputs import check_apply, check_not_empty, check_optimizer, label_checked
@@ -93,35 +94,6 @@ def _check_epochs(epochs) -> int:
     return epochs
 
 
-def _continued_epochs(state: TrainState, steps_per_epoch: int, epochs: int,
-                      log: Callable[[str], Any] | None) -> int:
-    """The epochs ``state`` has trained already (``state.step`` / batches per epoch).
-
-    A second ``fit`` on the state the first returned (a notebook cell run
-    again) continues the epoch count, and with it the data order and keys.
-    """
-    step = int(state.step)
-    if step == 0:
-        return 0
-    done, rest = divmod(step, steps_per_epoch)
-    if rest:
-        raise ValueError(
-            f"state: expected a state at the end of an epoch of train_data ({steps_per_epoch} "
-            f"steps each) to continue from, got state.step {step}; continue with the same "
-            f"data and batch size it was trained with, or start from a fresh "
-            f"TrainState.create(...)")
-    if epochs <= done:
-        more = max(epochs, 1)
-        raise ValueError(
-            f"epochs: expected more than the {done} epochs this state has trained (epochs is "
-            f"the epoch to stop after, as in a resumed run), got {epochs}; pass "
-            f"epochs={done + more} to train {more} more")
-    if log is not None:
-        log(f"continuing at epoch {done + 1} (state.step {step} = {done} epochs of "
-            f"{steps_per_epoch} steps)")
-    return done
-
-
 def _start_run(stack: contextlib.ExitStack, state: TrainState, options: FitOptions,
                mesh, steps_per_epoch: int, epochs: int) -> tuple[TrainState, int, list[dict]]:
     """Lock the checkpoint folder (until ``stack`` closes), refuse to overwrite, resume.
@@ -147,7 +119,7 @@ def _start_run(stack: contextlib.ExitStack, state: TrainState, options: FitOptio
                                                      check_finite=options.check_finite)
                 restored = state is not given
         if not restored:
-            start_epoch = _continued_epochs(state, steps_per_epoch, epochs, options.log)
+            start_epoch = continued_epochs(state, steps_per_epoch, epochs, options.log)
     except Exception as e:  # noqa: BLE001  # raised again here, one line in the others
         if mesh is None:
             raise
@@ -378,7 +350,7 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
     # One copy of the caller's state: the compiled epochs donate theirs, never the caller's,
     # so a notebook cell run twice, or evaluate(apply, state, ...) afterwards, still works.
     check_live(state, "state", "state, history = fit(state, ...)")
-    state = _copy(state)
+    state = carry_epochs(state, _copy(state))  # and how many epochs it has trained
     with contextlib.ExitStack() as stack:
         state, start_epoch, history = _start_run(stack, state, options, mesh, len(loader),
                                                  epochs)
@@ -390,6 +362,7 @@ def fit(state: TrainState, apply: Apply, loss_fn: LossFn,
     model = getattr(apply, "model", None)
     if model is not None:
         nn.update(model, state)
+    record_epochs(state, run.history, len(loader))  # for a continued fit on other data
     return state, run.history
 
 

@@ -168,6 +168,9 @@ class LabelChecked(Batches):
 
     def host_batches(self, epoch: int) -> Iterator[tuple]:
         indices, mask = self.loader.index_batches(epoch)
+        if self.mesh is not None:  # a dataset smaller than the batch: padded to the devices
+            pad = ((0, 0), (0, -indices.shape[1] % self.mesh.size))
+            indices, mask = np.pad(indices, pad), np.pad(mask, pad)
         out_shape = None
         for b, batch in enumerate(super().host_batches(epoch)):
             x, y, m = batch
