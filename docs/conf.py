@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # autodoc imports the checkout's jaxnet even when it is not installed editable.
 sys.path.insert(0, str(ROOT))
+# The site's own extensions (docs/_ext): jaxnet_xref links API names in the prose.
+sys.path.insert(0, str(ROOT / "docs" / "_ext"))
 
 # The notebooks must run in *this* interpreter's environment (the one that has
 # jaxnet and ipykernel installed), never a kernel registered elsewhere on the
@@ -80,6 +82,11 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "sphinx_copybutton",
+    # Every inline literal naming a public jaxnet object links to its API entry, and
+    # jax/optax/flax.nnx/numpy names to their upstream references (a URL pattern per
+    # library: intersphinx would fetch objects.inv, and the build is offline). A
+    # post-transform, so the Chinese pages get the same links (docs/_ext/jaxnet_xref.py).
+    "jaxnet_xref",
 ]
 
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
@@ -131,6 +138,7 @@ html_theme = "sphinx_book_theme"
 html_title = "jaxnet"
 html_static_path = ["_static"]
 html_css_files = ["custom.css"]
+html_js_files = ["jaxnet.js"]   # tables at phone width: each cell labelled with its column
 templates_path = [str(ROOT / "docs" / "_templates")]   # the switcher (lang-switch.html)
 html_theme_options = {
     "show_toc_level": 2,
@@ -235,6 +243,38 @@ def _patch_stream_merging() -> None:
 _patch_stream_merging()
 
 
+# `sphinx-build -j N` reads in N processes, each taking chunks of documents in
+# sorted order; Sphinx's chunks hold up to a dozen documents, so the first one
+# held every chapter and the notebooks still executed one after another. Here
+# each executed page is a chunk of its own, the biggest (the MNIST chapter) first,
+# so that N notebooks execute at once; the other pages follow in Sphinx's chunks.
+def _patch_read_chunks() -> None:
+    import sphinx.builders as builders
+
+    original = builders.make_chunks
+    if getattr(original, "_jaxnet_notebooks_first", False):
+        return
+
+    def make_chunks(arguments, nproc, maxbatch=10):
+        docs = ROOT / "docs"
+        notebooks = [d for d in arguments if (docs / f"{d}.md").is_file()
+                     and (docs / f"{d}.md").read_text(encoding="utf-8").count("{code-cell}")]
+        rest = [d for d in arguments if d not in notebooks]
+        notebooks.sort(key=lambda d: _execution_weight(docs / f"{d}.md"), reverse=True)
+        return [[d] for d in notebooks] + (original(rest, nproc, maxbatch) if rest else [])
+
+    def _execution_weight(path):
+        """Pages that train on real MNIST run longest; then the longer page first."""
+        text = path.read_text(encoding="utf-8")
+        return (text.count("train_mnist(") + text.count("load_mnist("), len(text))
+
+    make_chunks._jaxnet_notebooks_first = True
+    builders.make_chunks = make_chunks
+
+
+_patch_read_chunks()
+
+
 # A class's "Bases:" line names public classes only, by the name a reader imports
 # them under: a jaxnet class outside every __all__ (jaxnet.callbacks._Described,
 # the TorchHabits mixin) is replaced by what it derives from; a jaxnet base is
@@ -321,6 +361,45 @@ def _check_api_coverage(app, env):
                            f"page: give it a docstring, or a '.. py:data::' entry for a constant")
 
 
+def _viewcode_backlinks(app, env):
+    """Each "[docs]" link on a generated source page (_modules/) lands on its entry.
+
+    viewcode builds the link from the first module that documented the source
+    module (``refname``) and the last page that documented the object: for a name
+    documented under two modules (``jaxnet.losses.nll_loss`` and its re-export
+    ``jaxnet.nn.functional.nll_loss``) that was api/nn_functional.html#jaxnet.losses.
+    nll_loss, an anchor that page lacks. The link goes to the page that documents
+    ``refname.name``; a name documented under another module only
+    (``jaxnet.train.ConsumedStateError``, defined in jaxnet.nn._functional) gets its
+    anchor rewritten on the source page (_fix_viewcode_anchors).
+    """
+    objects = env.get_domain("py").objects
+    fixes = {}
+    for entry in getattr(env, "_viewcode_modules", {}).values():
+        if not entry:
+            continue
+        _code, _tags, used, refname = entry
+        for fullname, docname in list(used.items()):
+            target = objects.get(f"{refname}.{fullname}")
+            if target is not None:
+                used[fullname] = target.docname
+                continue
+            homes = sorted(obj.node_id for name, obj in objects.items()
+                           if obj.docname == docname and name.endswith(f".{fullname}")
+                           and not obj.aliased)  # autodoc's :canonical: names have no id
+            if homes:
+                fixes[f"{refname}.{fullname}"] = homes[0]
+    env.jaxnet_viewcode_fixes = fixes
+
+
+def _fix_viewcode_anchors(app, pagename, templatename, context, doctree):
+    fixes = getattr(app.env, "jaxnet_viewcode_fixes", {})
+    if pagename.startswith("_modules/") and fixes and "body" in context:
+        context["body"] = re.sub(
+            r'(class="viewcode-back" href="[^"#]*#)([^"]+)"',
+            lambda m: f'{m.group(1)}{fixes.get(m.group(2), m.group(2))}"', context["body"])
+
+
 # PyTorch and JAX code look different: every executed cell is JAX (custom.css
 # labels div.cell_input), and a ```python block that is not executed is the
 # course's PyTorch when its code (comments left out) uses torch or the in-place
@@ -360,6 +439,29 @@ def _offer_notebook(app, pagename, templatename, context, doctree):
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(executed, target)
     context["ipynb_source"] = f"{pagename}.ipynb"
+
+
+# The Chinese pages' download menu offers the same .ipynb and .md as the English ones:
+# one copy of every code cell, outputs included, with the English prose (the catalogs
+# translate the built page, not the notebook). The menu says so, in Chinese, before a
+# reader downloads it; the .pdf entry prints the Chinese page itself.
+_ENGLISH_DOWNLOADS = {
+    "download-notebook-button": (".ipynb（英文版）",
+                                 "下载本章的笔记本：代码与输出与本页相同，说明文字为英文"),
+    "download-source-button": (".md（英文原稿）",
+                               "下载本页的 MyST 源文件：代码与本页相同，说明文字为英文"),
+}
+
+
+def _label_english_downloads(app, pagename, templatename, context, doctree):
+    if not _is_translated(app.config):
+        return
+    for group in context.get("header_buttons", []):
+        if group.get("label") != "download-buttons":
+            continue
+        for button in group.get("buttons", []):
+            if button.get("label") in _ENGLISH_DOWNLOADS:
+                button["text"], button["tooltip"] = _ENGLISH_DOWNLOADS[button["label"]]
 
 
 # --- the Chinese edition -----------------------------------------------------------
@@ -456,5 +558,8 @@ def setup(app):
     app.connect("autodoc-process-signature", _init_signature)
     app.connect("autodoc-process-bases", _public_bases)
     app.connect("env-check-consistency", _check_api_coverage)
+    app.connect("env-check-consistency", _viewcode_backlinks)
+    app.connect("html-page-context", _fix_viewcode_anchors)
     app.connect("html-page-context", _offer_notebook, priority=400)  # before the theme's 501
+    app.connect("html-page-context", _label_english_downloads, priority=502)  # after it
     app.connect("doctree-read", _label_code_blocks)
