@@ -159,9 +159,12 @@ def test_a_signal_to_the_launcher_ends_every_process_with_one_line(tmp_path, sig
             os.kill(pid, 0)
 
 
-def test_process_0_killed_mid_training_is_the_launcher_s_last_line(tmp_path):
+@pytest.mark.parametrize("victim", [0, 1])
+def test_a_process_killed_mid_training_is_the_launcher_s_last_line(tmp_path, victim):
     """JAX aborts process 1 natively (SIGABRT, a native trace) when process 0, which holds
-    the coordination service, dies: the user sees one line naming process 0."""
+    the coordination service, dies: the user still sees one line naming process 0 (the
+    process that ended first, not the one the launcher noticed first). Process 1 killed:
+    process 0 stops (its own line), the last line names process 1."""
     _write_idx(tmp_path / "d", 2000, 500)
     launcher = subprocess.Popen(
         [*JAXNET, "launch", "--nproc", "2", "--", *JAXNET, "train", "mnist", "--data-dir",
@@ -174,15 +177,15 @@ def test_process_0_killed_mid_training_is_the_launcher_s_last_line(tmp_path):
         for line in launcher.stdout:  # process 0's own stdout: training runs once it logs
             if line.startswith("epoch 1/") or time.monotonic() > deadline:
                 break
-        [zero] = [pid for pid in _children(launcher.pid)
-                  if b"JAXNET_PROCESS_ID=0" in Path(f"/proc/{pid}/environ").read_bytes()
-                  .split(b"\0")]
-        os.kill(zero, signal.SIGKILL)
+        [pid] = [pid for pid in _children(launcher.pid)
+                 if f"JAXNET_PROCESS_ID={victim}".encode()
+                 in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")]
+        os.kill(pid, signal.SIGKILL)
         _, err = launcher.communicate(timeout=60)
     finally:
         launcher.kill()
     assert launcher.returncode == 128 + signal.SIGKILL, err
-    assert re.fullmatch(r"jaxnet launch: process 0 of 2 died \(signal 9, SIGKILL\)"
+    assert re.fullmatch(rf"jaxnet launch: process {victim} of 2 died \(signal 9, SIGKILL\)"
                         r"(; ended the 1 other)?", err.splitlines()[-1]), err
     for native in ("Check failure", "terminate called", "*** SIGABRT", "Traceback"):
         assert native not in err, err

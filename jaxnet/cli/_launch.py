@@ -117,14 +117,19 @@ def _how(returncode: int) -> str:
 
 
 class _Run:
-    """The N processes, their relayed output, and the first failure."""
+    """The N processes, their relayed output, and the first failure.
+
+    A thread per process waits for it and notes when it ended, so the process named is
+    the one that failed first, however late the main loop looks (a peer that JAX aborts
+    because another died ends after that one)."""
 
     def __init__(self, nproc: int, port: int, command: list[str]):
         self.nproc, self.port, self.command = nproc, port, command
         self.procs: list[subprocess.Popen] = []
         self.lines: list[tuple[float, int, bool, str]] = []  # (time, process, stderr?, line)
+        self.codes: dict[int, tuple[float, int]] = {}  # process -> (when it ended, status)
         self.lock = threading.Lock()
-        self.readers: list[threading.Thread] = []
+        self.threads: list[threading.Thread] = []
         self.signum: int | None = None
         self.failing = False
         self.culprit: int | None = None
@@ -143,11 +148,19 @@ class _Run:
             self.procs.append(subprocess.Popen(
                 self.command, env=env, stdout=piped, stderr=piped,
                 stdin=subprocess.DEVNULL if k else None, preexec_fn=_die_with_launcher))
-        for k, p in enumerate(self.procs[1:], start=1):  # threads after every fork
-            for stream, is_err in ((p.stdout, False), (p.stderr, True)):
-                t = threading.Thread(target=self._read, args=(k, stream, is_err), daemon=True)
+        for k, p in enumerate(self.procs):  # threads after every fork
+            jobs = [(self._wait, (k,))]
+            if k:
+                jobs += [(self._read, (k, p.stdout, False)), (self._read, (k, p.stderr, True))]
+            for target, args in jobs:
+                t = threading.Thread(target=target, args=args, daemon=True)
                 t.start()
-                self.readers.append(t)
+                self.threads.append(t)
+
+    def _wait(self, k: int) -> None:
+        code = self.procs[k].wait()
+        with self.lock:
+            self.codes[k] = (time.monotonic(), code)
 
     def _read(self, k: int, stream, is_err: bool) -> None:
         for raw in stream:
@@ -170,79 +183,73 @@ class _Run:
 
     # ----------------------------------------------------------------- signals and ending
 
+    def _running(self) -> list[int]:
+        with self.lock:
+            return [k for k in range(len(self.procs)) if k not in self.codes]
+
+    def _signal(self, k: int, signum: int) -> None:
+        try:
+            os.kill(self.procs[k].pid, signum)
+        except ProcessLookupError:
+            pass  # ended meanwhile
+
     def forward(self, signum: int, frame) -> None:
         if self.signum is None:
             self.signum = signum
             self.failing = True
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    p.send_signal(signum)
-                except ProcessLookupError:
-                    pass
+        for k in self._running():
+            self._signal(k, signum)
 
     def _failure(self) -> int | None:
-        """The failed process to name: JAX aborts (SIGABRT) a process whose peer died, so
-        a process that failed otherwise, found in the same look, comes first."""
-        failed = [k for k, p in enumerate(self.procs) if p.poll() not in (None, 0)]
-        if not failed:
-            return None
-        return min(failed, key=lambda k: (self.procs[k].returncode == -signal.SIGABRT, k))
+        """The process that failed first, if any."""
+        with self.lock:
+            failed = [k for k, (_, code) in self.codes.items() if code != 0]
+            return min(failed, key=lambda k: (self.codes[k][0], k)) if failed else None
 
-    def _end_others(self, already: set[int]) -> int:
-        """SIGTERM to every process still running, SIGKILL after ``GRACE_S``; the number
-        ended (those not in ``already``, the ones the signal reached)."""
-        ended = set()
-        for k, p in enumerate(self.procs):
-            if p.poll() is None:
-                ended.add(k)
-                if k not in already:
-                    try:
-                        p.terminate()
-                    except ProcessLookupError:
-                        pass
+    def _end_others(self, signum: int | None = signal.SIGTERM) -> int:
+        """``signum`` (none if already sent) to every process still running, SIGKILL after
+        ``GRACE_S``; the number of processes it reached."""
+        running = self._running()
+        for k in running if signum else ():
+            self._signal(k, signum)
         deadline = time.monotonic() + GRACE_S
-        while any(p.poll() is None for p in self.procs) and time.monotonic() < deadline:
+        while self._running() and time.monotonic() < deadline:
             time.sleep(_POLL_S)
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-        for p in self.procs:
-            p.wait()
-        return len(ended)
+        for k in self._running():
+            self._signal(k, signal.SIGKILL)
+        return len(running)
 
     def run(self) -> int:
         self.start()
-        while True:
-            failed = self._failure() if self.signum is None else None
-            if self.signum is not None or failed is not None:
-                break
-            if all(p.poll() == 0 for p in self.procs):
+        while self.signum is None and self._failure() is None:
+            with self.lock:
+                done = len(self.codes) == len(self.procs)
+            if done:
                 self._finish()
                 return 0
             self._flush()
             time.sleep(_POLL_S)
         self.failing = True
         if self.signum is not None:  # forwarded already: wait, then SIGKILL
-            signum = self.signum
-            self._end_others(already={k for k, p in enumerate(self.procs) if p.poll() is None})
+            self._end_others(signum=None)
             self._finish()
-            print(f"jaxnet launch: {SIGNAL_WORDS.get(signum, f'signal {signum}')}; ended the "
-                  f"{len(self.procs)} process{'es' if len(self.procs) != 1 else ''}",
+            print(f"jaxnet launch: {SIGNAL_WORDS.get(self.signum, f'signal {self.signum}')}; "
+                  f"ended the {len(self.procs)} process{'es' if len(self.procs) != 1 else ''}",
                   file=sys.stderr, flush=True)
-            return 128 + signum
-        self.culprit = failed
-        n = self._end_others(already=set())
+            return 128 + self.signum
+        time.sleep(_POLL_S)  # a waiter thread may be a moment late: then name the first
+        self.culprit = failed = self._failure()
+        n = self._end_others()
         self._finish()
-        code = self.procs[failed].returncode
+        code = self.codes[failed][1]
         others = f"; ended the {n} other{'s' if n != 1 else ''}" if n else ""
         print(f"jaxnet launch: process {failed} of {self.nproc} {_how(code)}{others}",
               file=sys.stderr, flush=True)
         return code if code > 0 else 128 - code
 
     def _finish(self) -> None:
-        for t in self.readers:
-            t.join(timeout=2)
+        for t in self.threads:
+            t.join(timeout=5)
         self._flush(everything=True)
 
 
