@@ -254,11 +254,12 @@ def test_a_malformed_launch_variable_is_named(variable, value):
         _cluster.from_environment({"JAXNET_COORDINATOR_ADDRESS": "127.0.0.1:1", variable: value})
 
 
-@pytest.mark.parametrize("kind", ["Slurm", "Kubeflow Trainer"])
+@pytest.mark.parametrize("kind", ["Slurm", "Open MPI", "Kubeflow Trainer"])
 def test_a_one_process_cluster_joins_with_one_line_saying_how(tmp_path, kind):
     """What ``srun -n 1 jaxnet train mnist --cluster`` sees (JAX's own Slurm detection:
-    the coordinator from the node list, the port from the job id), and a one-pod
-    Kubeflow Trainer TrainJob (its JAX_* variables); process 0's report says which."""
+    the coordinator from the node list, the port from the job id), ``mpirun -np 1`` under
+    Open MPI 4 (the coordinator from ORTE's URI) and a one-pod Kubeflow Trainer TrainJob
+    (its JAX_* variables); process 0's report says which."""
     _write_idx(tmp_path / "d", 400, 100)
     job = 40000 + os.getpid() % 4000
     port = job % 2**12 + (65535 - 2**12 + 1)  # jax's slurm_cluster
@@ -266,6 +267,11 @@ def test_a_one_process_cluster_joins_with_one_line_saying_how(tmp_path, kind):
         env = {**SLURM, "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "1",
                "SLURM_JOB_ID": str(job)}
         line = f"through Slurm (process 0 of 1, coordinator localhost:{port})"
+    elif kind == "Open MPI":  # ORTE's job id is a multiple of 2**12; jax divides it back
+        env = {"OMPI_MCA_orte_hnp_uri": f"{job * 2**12}.0;tcp://127.0.0.1:34911",
+               "OMPI_COMM_WORLD_SIZE": "1", "OMPI_COMM_WORLD_RANK": "0",
+               "OMPI_COMM_WORLD_LOCAL_RANK": "0"}
+        line = f"through Open MPI (process 0 of 1, coordinator 127.0.0.1:{port})"
     else:
         env = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "1",
                "JAX_PROCESS_ID": "0"}
