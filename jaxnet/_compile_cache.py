@@ -155,8 +155,11 @@ def enable(setting: str | None = None, *, again: bool = False) -> Path | None:
     theirs = jax.config.jax_compilation_cache_dir
     if theirs is not None and (ours is None or theirs != str(ours)):
         _state["decided"] = True
-        _once(logging.INFO, f"compile cache: JAX's own jax_compilation_cache_dir {theirs} "
-                            f"(jaxnet's {ENV} is not used)")
+        # Said out loud only when --compile-cache asked for something else.
+        ignored = ENV if setting is None else f"--compile-cache {setting}"
+        _once(logging.DEBUG if setting is None else logging.INFO,
+              f"compile cache: JAX's own jax_compilation_cache_dir {theirs} ({ignored} is "
+              f"not used)")
         return Path(theirs)
     folder = resolve(setting, name=None if setting is None else "--compile-cache")
     limit = max_bytes()
