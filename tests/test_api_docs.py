@@ -154,9 +154,9 @@ def _build(src: Path, out: Path) -> subprocess.CompletedProcess:
     conf = (src / "conf.py").read_text()  # conf.py finds the checkout from its own path
     (src / "conf.py").write_text(conf.replace(
         "ROOT = Path(__file__).resolve().parents[1]", f"ROOT = Path({str(DOCS.parent)!r})"))
-    return subprocess.run([sys.executable, "-m", "sphinx", "-q", "-W", "--keep-going", "-b",
-                           "html", str(src), str(out)], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-m", "sphinx", "-q", "-W", "--keep-going", "-j",
+                           "auto", "-b", "html", str(src), str(out)], capture_output=True,
+                          text=True, timeout=600)
 
 
 def test_api_pages_build_and_cover_every_name(tmp_path):
