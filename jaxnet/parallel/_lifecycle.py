@@ -230,18 +230,20 @@ def initialize_distributed(coordinator_address: str | None = None,
         raise _explain(e, coordinator_address) from None
     finally:
         watchdog.cancel()
-    if jax.process_index() == 0:
-        logger.info(joined_line(source, jax.process_count(), 0,
-                                coordinator_address or _detected_address()))
+    joined = _joined()  # not jax.process_index(): that would start the backend now
+    if joined is not None and joined[0] == 0:
+        logger.info(joined_line(source, joined[1], 0, joined[2]))
 
 
-def _detected_address() -> str | None:
-    """The coordinator JAX's auto-detection chose (for the report only; no public API
-    says it)."""
+def _joined() -> tuple[int, int, str | None] | None:
+    """``(process_id, num_processes, coordinator_address)`` as JAX joined, auto-detected
+    ones included (for the report only: no public API says them before the backend
+    starts), or ``None``."""
     try:
         from jax._src import distributed
-        return distributed.global_state.coordinator_address
-    except (ImportError, AttributeError):
+        state = distributed.global_state
+        return int(state.process_id), int(state.num_processes), state.coordinator_address
+    except (ImportError, AttributeError, TypeError, ValueError):
         return None
 
 
