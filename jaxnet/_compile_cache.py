@@ -38,6 +38,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import stat
 import uuid
 import zlib
@@ -51,6 +52,9 @@ DEFAULT_MAX_BYTES = 1 << 30
 MANIFEST = "jaxnet-verified.json"
 _OFF = ("off", "0", "false", "no")
 _SUFFIX = "-cache"  # JAX's entry files: <module>-<sha256 key>-cache
+# Only a file named exactly so (and not a link) is ever removed unverified: a folder the user
+# names may hold their own files that merely end in -cache (project-cache, a link).
+_JAX_NAME = re.compile(r".+-[0-9a-f]{64}-cache", re.ASCII)
 _MANIFEST_CAP = 64 << 20
 
 logger = logging.getLogger(__name__)
@@ -105,7 +109,9 @@ def resolve(setting: str | None = None, *, environ=None, name: str | None = None
         raise ValueError(f"{name}: expected a folder or off, got {setting!r}; unset it for "
                          f"the default {default_folder(environ)}, or give a folder (. for "
                          f"the current one)")
-    return _fs.user_path(setting, name=name, what="folder or off")[0]
+    folder = _fs.user_path(setting, name=name, what="folder or off")[0]
+    _fs.require_utf8(folder, name=name, shown=setting, why="XLA's compilation cache")
+    return folder
 
 
 def max_bytes(environ=None) -> int:
@@ -270,8 +276,9 @@ def _prepare(folder: Path, limit: int) -> set[str]:
         if manifest.get(name) is not None and stat.S_ISREG(st.st_mode) \
                 and _digest(folder / name) == manifest[name]:
             kept[name] = st
-        else:  # damaged, foreign, half-written or unsealed: JAX must not load it
-            _remove(folder, name)
+        elif stat.S_ISREG(st.st_mode) and _JAX_NAME.fullmatch(name):
+            _remove(folder, name)  # damaged, foreign, half-written or unsealed: JAX must not
+            # load it; any other file (the user's, a link) is left alone and never loaded
     total = sum(st.st_size for st in kept.values())
     for name in sorted(kept, key=lambda n: (kept[n].st_mtime_ns, n)):
         if total <= limit:

@@ -264,7 +264,7 @@ def _sealed_folder(folder: Path, sizes: dict[str, int]) -> None:
 def test_the_size_bound_drops_the_oldest_entries_and_only_entries(tmp_path):
     folder = tmp_path / "xla"
     _sealed_folder(folder, {"a-cache": 100, "b-cache": 100, "c-cache": 100})
-    (folder / "unsealed-cache").write_bytes(b"x")
+    (folder / ("jit_f-" + "d" * 64 + "-cache")).write_bytes(b"x")  # unsealed: removed
     (folder / "notes.txt").write_text("mine")
     (folder / "dir-cache").mkdir()
     kept = cc._prepare(folder, limit=250)

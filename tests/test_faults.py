@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from jaxnet import _fs, checkpoint, cli, datasets
+from jaxnet import _compile_cache, _fs, checkpoint, cli, datasets
 
 STATE = {"b": np.arange(3, dtype=np.int32), "w": np.arange(12, dtype=np.float32).reshape(4, 3)}
 CK = "ck"
@@ -548,6 +548,17 @@ def unreadable(folder: str, call):
     return run
 
 
+def users_cache_folder(ws: Path) -> None:
+    """A folder of the user's holding files that merely end in -cache, and one of JAX's
+    entries that no record vouches for (the only file that may go)."""
+    (ws / "mine").mkdir()
+    (ws / "mine" / "project-cache").write_text("the user's notes")
+    (ws / "mine" / "notes.txt").write_text("x")
+    os.symlink("notes.txt", ws / "mine" / "link-cache")
+    (ws / "mine" / "sub-cache").mkdir()
+    (ws / "mine" / ("jit_step-" + "0" * 64 + "-cache")).write_bytes(b"unverified")
+
+
 def no_download(call):
     """``call`` with jaxnet's MNIST download made a test failure (it must never be tried)."""
     def run(ws):
@@ -900,6 +911,18 @@ CASES = [
          r"^JAXNET_DATA_DIR: .*data exists but cannot be read \(permission denied\)"),
     Case("load-idx-unreadable", unreadable("data", lambda ws: datasets.load_idx(ws / "data")),
          PermissionError, r"^directory: .*data exists but cannot be read"),
+    # round 4's compile cache in a folder the user names (JAXNET_COMPILATION_CACHE=mine)
+    Case("cache-keeps-the-users-files-named-cache", lambda ws: _compile_cache._prepare(
+        ws / "mine", 1 << 30), None, setup=users_cache_folder,
+         check=lambda ws, r: ok(sorted(os.listdir(ws / "mine")) == sorted(
+             ["project-cache", "link-cache", "notes.txt", "sub-cache"]), r == set()),
+         may_change=("mine/jit_", "mine/" + _compile_cache.MANIFEST)),
+    Case("cache-folder-not-utf8-env", lambda ws: _compile_cache.resolve(
+        environ={"JAXNET_COMPILATION_CACHE": os.fsdecode(b"cc\xff")}), ValueError,
+         r"^JAXNET_COMPILATION_CACHE: expected a path in UTF-8 \(XLA's compilation cache "
+         r"accepts no other bytes\), got 'cc\\udcff'; choose another folder name$"),
+    Case("cli-compile-cache-not-utf8", cli_run(*TINY, "--compile-cache", "cc\udcff"),
+         CliFailed, r"^exit 2: jaxnet: error: --compile-cache: expected a path in UTF-8"),
     Case("cli-convert-to-npz", convert_run("start.safetensors", "--to", "out.npz", "--hidden",
                                            "8"), CliFailed,
          r"^exit 2: jaxnet: error: --to: expected a checkpoint folder or a \.safetensors, \.pt, "
