@@ -87,6 +87,21 @@ def test_each_process_gets_the_run_s_environment_and_only_others_are_prefixed(tm
     assert proc.stderr == ""
 
 
+def test_initialize_distributed_with_no_arguments_joins_the_launch():
+    """A script's ``parallel.initialize_distributed()`` reads the launcher's variables; it
+    does not start JAX's backend, so the CPU can still be split afterwards."""
+    script = ("import jax\n"
+              "from jaxnet import parallel\n"
+              "parallel.initialize_distributed()\n"
+              "jax.config.update('jax_num_cpu_devices', 2)\n"
+              "print('devices', jax.process_index(), jax.process_count(), len(jax.devices()))\n")
+    proc = _launch("--nproc", 2, "--", sys.executable, "-c", script, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mine = sorted(line.removeprefix("[process 1] ") for line in proc.stdout.splitlines()
+                  if "devices " in line)
+    assert mine == ["devices 0 2 4", "devices 1 2 4"], proc.stdout
+
+
 # --------------------------------------------------------------------------- failures
 
 _EXIT_3_IF_1 = ("import os, sys, time\n"
