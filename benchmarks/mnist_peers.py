@@ -465,8 +465,10 @@ def main(argv=None) -> int:
     runs, grid, memory, stopped = {k: [] for k in chosen}, [], [], {}
     not_measured: dict[str, str] = {}
     precision = {"status": "not run"}
+    # The ceiling only matters to the table and the grid (the memory grid alone skips it).
+    needs_ceiling = not args.no_table or bool(grid_cells)
     with _machine.LoadWatch() as watch:
-        ceilings = [_machine.matmul_ceiling()]
+        ceilings = [_machine.matmul_ceiling() if needs_ceiling else {}]
         for name, section, output, wanted in (
                 ("table", run_table, runs, not args.no_table),
                 ("grid", run_grid, grid, bool(grid_cells)),
@@ -478,10 +480,10 @@ def main(argv=None) -> int:
             except (TooLoaded, PeerError) as why:
                 stopped[name] = str(why)
                 print(f"{name}: stopped, {why}; its numbers are not recorded", flush=True)
-        if not args.quick:
+        if not args.quick and needs_ceiling:
             ceilings.append(_machine.matmul_ceiling())
     ceiling_by_lib = {k: max(c.get(k, 0.0) for c in ceilings) for k in ceilings[0]}
-    ceiling = max(ceiling_by_lib.values())
+    ceiling = max(ceiling_by_lib.values(), default=float("nan"))
     load = {"start": start_load, "max": watch.max,
             "median": statistics.median(watch.samples) if watch.samples else start_load,
             "end": list(os.getloadavg())}
