@@ -308,3 +308,32 @@ def test_jaxs_own_cache_setting_is_respected(tmp_path, monkeypatch, caplog):
     assert [r.getMessage() for r in caplog.records] == [
         f"compile cache: JAX's own jax_compilation_cache_dir {tmp_path / 'theirs'} "
         f"(--compile-cache elsewhere is not used)"]
+
+
+def test_fit_turns_the_cache_on_and_the_tests_never_use_the_home_folder(monkeypatch):
+    """``fit`` alone (no CLI) caches in ``$JAXNET_COMPILATION_CACHE``, which the test session
+    points at a temporary folder (conftest), never ``~/.cache/jaxnet/xla``."""
+    import jax
+    import optax
+
+    from jaxnet import losses, nn
+    from jaxnet.train import TrainState, fit
+
+    folder = cc.resolve()
+    if folder is None:
+        pytest.skip(f"{ENV} is off for this session")
+    assert folder != cc.default_folder()
+    apply, params, model_state = nn.split(nn.MLP(3, [5], 2, rngs=0))
+    state = TrainState.create(params, optax.sgd(0.1), model_state=model_state)
+    data = (np.ones((8, 3), np.float32), np.array([0, 1] * 4))
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.setitem(cc._state, "decided", False)  # as in a fresh process: fit decides
+    monkeypatch.setitem(cc._state, "folder", None)
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        fit(state, apply, losses.cross_entropy, optax.sgd(0.1), data, epochs=1, batch_size=4,
+            progress=False, log=None)
+        assert jax.config.jax_compilation_cache_dir == str(folder)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+    assert entries(folder)  # the programs fit compiled are on disk
