@@ -257,7 +257,8 @@ def print_grid(grid: list[dict], precision_rows: list[dict]) -> None:
                                              if bf else "— | — | ")
               + f"{c['jaxnet_accuracy']:.4f} / "
               + (f"{c['jaxnet_bf16_accuracy']:.4f}" if bf else "—")
-              + f" | {c['pytorch_s']:.2f} s | {c['jaxnet_s'] / c['pytorch_s']:.2f} | "
+              + (f" | {c['pytorch_s']:.2f} s | {c['jaxnet_s'] / c['pytorch_s']:.2f} | "
+                 if "pytorch_s" in c else " | — | — | ")
               + verdicts.get((tuple(c["hidden"]), c["batch_size"]), "—") + " |")
 
 
@@ -342,8 +343,7 @@ def main(argv=None) -> int:
         list(QUICK_GRID) if args.quick else
         [(b, w) for w in args.grid_widths for b in args.grid_batches])
     if grid_cells and "pytorch" not in chosen:
-        print("no grid: it compares jaxnet with PyTorch, which is not installed or not chosen")
-        grid_cells = []
+        print("grid: jaxnet float32 and bf16 only (PyTorch not installed or not chosen)")
     devices = [] if args.no_memory else list(
         _memory.QUICK_DEVICES if args.quick else args.memory_devices)
 
@@ -422,7 +422,8 @@ def main(argv=None) -> int:
         bf16 = True
         for i, (batch, width) in enumerate(grid_cells):
             cell = {"batch_size": batch, "hidden": hidden_of(width)}
-            order = [("jaxnet", ()), ("jaxnet_bf16", ("--precision", "bf16")), ("pytorch", ())]
+            order = [("jaxnet", ()), ("jaxnet_bf16", ("--precision", "bf16"))] + (
+                [("pytorch", ())] if "pytorch" in chosen else [])
             for name, extra in (order if i % 2 == 0 else order[::-1]):
                 if name == "jaxnet_bf16" and not bf16:
                     continue
@@ -446,7 +447,8 @@ def main(argv=None) -> int:
                 cell[f"{name}_other_cpu_cores"] = res["other_cpu_cores"]
             print(f"grid hidden {width} batch {batch}: jaxnet {cell['jaxnet_s']:.2f} s"
                   + (f", bf16 {cell['jaxnet_bf16_s']:.2f} s" if "jaxnet_bf16_s" in cell else "")
-                  + f", PyTorch {cell['pytorch_s']:.2f} s; load {os.getloadavg()[0]:.2f}",
+                  + (f", PyTorch {cell['pytorch_s']:.2f} s" if "pytorch_s" in cell else "")
+                  + f"; load {os.getloadavg()[0]:.2f}",
                   flush=True)
             grid.append(cell)
         if bf16:
