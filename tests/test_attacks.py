@@ -26,6 +26,7 @@ import pytest
 import jaxnet
 import jaxnet.nn.functional as F
 from jaxnet import checkpoint, data, interop, losses, nn, optim, train
+from jaxnet.checkpoint._runs import config_diff
 
 
 @dataclass
@@ -352,6 +353,9 @@ CASES = [
          ValueError, "module\\."),
     Case("torch-sd-transposed", lambda: torch_sd(lambda sd: {k: v.T for k, v in sd.items()}),
          ValueError, "transposed\\?"),
+    Case("resume-other-precision-names-the-default", lambda: config_diff(
+        {"precision": "bf16", "lr": 0.1}, {"lr": 0.1}),
+         check=equal_to("precision 'bf16' (checkpoint) vs the default (now)"), fixed=True),
     Case("checkpoint-step-float", lambda: checkpoint.save("ck", {"w": np.ones(2)}, step=1.0),
          ValueError, "non-negative int"),
 ]

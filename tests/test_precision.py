@@ -237,7 +237,7 @@ def test_cli_bf16_resume_is_exact_and_another_precision_is_refused(tmp_path):
     saved = sorted((tmp_path / "ck").iterdir())
     with pytest.raises(CliFailed, match=r"^exit \d: jaxnet: error: resume: ck was written by a "
                                         r"run with another configuration: precision 'bf16' "
-                                        r"\(checkpoint\) vs None \(now\)"):
+                                        r"\(checkpoint\) vs the default \(now\)"):
         cli_run(*TINY, "--epochs", "2", "--checkpoint-dir", "ck", "--resume")(tmp_path)
     assert sorted((tmp_path / "ck").iterdir()) == saved  # refused before anything moved
     resumed = _cli_fingerprint(tmp_path, "--epochs", "2", "--precision", "bf16",

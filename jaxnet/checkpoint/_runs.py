@@ -208,11 +208,19 @@ def config_diff(saved: dict, config: dict, *, now: str = "now") -> str:
     """The settings other than ``epochs`` that differ, as ``"lr 0.1 (checkpoint) vs 0.2 (now)"``
     joined by commas; ``""`` when only ``epochs`` (or nothing) differs.
 
+    A key one side leaves out (a setting at its default, such as precision
+    float32) is named as the default, never as ``None``:
+
     >>> config_diff({"lr": 0.1, "epochs": 2}, {"lr": 0.2, "epochs": 5}, now="given")
     'lr 0.1 (checkpoint) vs 0.2 (given)'
+    >>> config_diff({"precision": "bf16"}, {})
+    "precision 'bf16' (checkpoint) vs the default (now)"
     """
+    def shown(values: dict, k: str) -> str:
+        return repr(values[k]) if k in values else "the default"
+
     keys = sorted(set(saved) | set(config))
-    return ", ".join(f"{k} {saved.get(k)!r} (checkpoint) vs {config.get(k)!r} ({now})"
+    return ", ".join(f"{k} {shown(saved, k)} (checkpoint) vs {shown(config, k)} ({now})"
                      for k in keys if k != "epochs" and not _same(saved.get(k), config.get(k)))
 
 
