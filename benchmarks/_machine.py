@@ -88,7 +88,9 @@ def git_state() -> dict:
     def git(*cmd):
         res = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True)
         return res.stdout.strip() if res.returncode == 0 else ""
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "jaxnet").splitlines()]
+    # "XY path" lines; the first line's leading blank (" M") is stripped with the output
+    dirty = [line.split(maxsplit=1)[1]
+             for line in git("status", "--porcelain", "--", "jaxnet").splitlines()]
     return {"commit": git("rev-parse", "--short", "HEAD") or "unknown", "dirty": dirty}
 
 
