@@ -33,7 +33,8 @@ DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
 # blocks are illustrations, such as the cheat sheet's imports).
 PLAIN_PAGES = {"index", "pytorch_cheatsheet", "glossary"}
 NOTEBOOK_PAGES = {"01_tensors", "02_autograd", "03_models", "04_data", "05_training",
-                  "06_evaluation", "07_saving_and_loading", "08_devices", "09_mnist", "gotchas"}
+                  "06_evaluation", "07_saving_and_loading", "08_devices", "09_mnist", "gotchas",
+                  "performance"}
 FRESH_PROCESS_PAGES = {"08_devices"}
 MNIST_PAGES = {"05_training", "09_mnist"}
 
