@@ -178,7 +178,7 @@ def enable(setting: str | None = None, *, again: bool = False) -> Path | None:
         except OSError as e:
             _once(logging.WARNING, f"compile cache: cannot use {folder} "
                                    f"({e.strerror or e}); running without it (--compile-cache "
-                                   f"off or {ENV}=off turns it off)")
+                                   f"off or {ENV}=off silences this)")
             folder = None
     _give_jax(jax, folder)
     _state["folder"] = folder
