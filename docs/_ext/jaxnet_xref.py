@@ -179,6 +179,8 @@ class _Names:
     def resolve(self, name: str) -> str | None:
         """The documented full name ``name`` stands for, or None."""
         head = name.split(".")[0]
+        if name == "jaxnet":
+            return None  # the package, the command (`jaxnet train mnist`) or a word
         if head == "jaxnet":
             full = name
         elif head in _SHORT:

@@ -15,3 +15,19 @@ document.addEventListener("DOMContentLoaded", () => {
     table.classList.add("jaxnet-stack");
   }
 });
+
+/* A long call in a table cell (`model.load_state_dict(torch.load("model.pth"))`) may
+   break after an opening parenthesis, between two names, never inside one: a <wbr>
+   there (it is not copied with the text). Without it such a cell pushed the table's
+   last column out of the page at 1280 px. */
+document.addEventListener("DOMContentLoaded", () => {
+  for (const span of document.querySelectorAll(".bd-article table code span.pre")) {
+    const text = span.textContent;
+    if (text.length <= 20 || !text.slice(0, -1).includes("(")) continue;
+    span.textContent = "";
+    text.split(/(?<=\()/).forEach((part, i) => {
+      if (i) span.appendChild(document.createElement("wbr"));
+      span.appendChild(document.createTextNode(part));
+    });
+  }
+});
