@@ -172,15 +172,8 @@ def fit_again_on(rows: int, epochs: int = 4):
     return [h["epoch"] for h in history], lines[0]
 
 
-def continued_twice():
-    """Three fits: 12 rows, then 8, then 8 again: each counts the epochs really trained."""
-    _, apply, opt, state = fresh()
-    for rows, epochs in ((12, 2), (8, 4)):
-        state, _ = train.fit(state, apply, losses.cross_entropy, opt, (X[:rows], Y[:rows]),
-                             epochs=epochs, **QUIET)
-    state, history = train.fit(state, apply, losses.cross_entropy, opt, (X[:8], Y[:8]),
-                               epochs=5, **QUIET)
-    return [h["epoch"] for h in history], int(state.step)  # 2 x 3 steps + 3 x 2 steps
+MSG_OTHER_DATA = ("got state.step 6; continue with the same data and batch size it was "
+                  "trained with \\(it trained 2 epochs of 3 steps\\)")
 
 
 def updated_kernel():
@@ -293,14 +286,16 @@ CASES = [
     Case("kernel-read-after-update", updated_kernel, check=equal_to(True)),
     Case("kernel-read-of-a-fresh-model", lambda: Net(nn.Rngs(0)).fc1.kernel[...].shape,
          check=equal_to((3, 4))),
-    Case("fit-again-on-fewer-rows", lambda: fit_again_on(8), check=equal_to(
-        ([3, 4], "continuing at epoch 3 (the state has trained 2 epochs of 3 steps, state.step "
-                 "6; train_data now has 2 steps per epoch)")), fixed=True),
-    Case("fit-again-on-rows-not-dividing-step", lambda: fit_again_on(4)[0],
-         check=equal_to([3, 4]), fixed=True),
+    # 6 steps read as "3 epochs of 2 steps" on 8 rows, 6 epochs on 4 rows: trained on silently
+    Case("fit-again-on-fewer-rows", lambda: fit_again_on(8), ValueError,
+         "train_data \\(2 steps each\\).*" + MSG_OTHER_DATA, fixed=True),
+    Case("fit-again-on-one-batch-per-epoch", lambda: fit_again_on(4), ValueError,
+         "train_data \\(1 steps each\\).*" + MSG_OTHER_DATA, fixed=True),
+    Case("fit-again-other-batch-size", lambda: train.fit(
+        fit(epochs=2)[0], fresh()[1], losses.cross_entropy, optax.sgd(0.1), (X, Y),
+        epochs=4, **{**QUIET, "batch_size": 6}), ValueError, MSG_OTHER_DATA, fixed=True),
     Case("fit-again-on-the-same-rows", lambda: fit_again_on(12), check=equal_to(
         ([3, 4], "continuing at epoch 3 (state.step 6 = 2 epochs of 3 steps)"))),
-    Case("fit-three-times-two-datasets", continued_twice, check=equal_to(([5], 12)), fixed=True),
     Case("stale-submodule-call", lambda: stale_model().fc1(jnp.ones((1, 3))),
          nn.StaleModelError, MSG_STALE),
     Case("stale-summary", lambda: nn.summary(stale_model(), (1, 3), print_fn=None),

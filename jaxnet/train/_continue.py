@@ -1,12 +1,14 @@
 """A second ``fit`` on the state the first returned: how many epochs it has trained.
 
 ``state.step`` counts optimizer steps, not epochs: on the same data the two
-agree (``step = epochs * batches per epoch``), but a continued ``fit`` on other
-data (fewer rows, another batch size) would divide by the wrong number of
-batches. So ``fit`` records, for each state it returns, the epoch it reached
-and the batches per epoch it trained with; a later ``fit`` on that very state
-(or on ``state.replace(...)``, which keeps its step array) reads the record.
-A state ``fit`` never returned (a ``make_train_step`` loop's) is counted by
+agree (``step = epochs * batches per epoch``), but on other data (fewer rows,
+another batch size) ``step / batches`` is another number (6 steps of 3 per
+epoch read as "3 epochs of 2 steps"), and the run would continue silently at
+the wrong epoch. So ``fit`` records, for each state it returns, the epoch it
+reached and the batches per epoch it trained with; a later ``fit`` on that
+very state (or on ``state.replace(...)``, which keeps its step array) with
+other batches per epoch is refused, naming what the state trained. A state
+``fit`` never returned (a ``make_train_step`` loop's) is counted by
 ``state.step`` and must be a whole number of epochs of the data given.
 
 The record is keyed by the identity of the state's step array, weakly: it
@@ -83,31 +85,27 @@ def continued_epochs(state: Any, steps_per_epoch: int, epochs: int,
     2
     >>> record_epochs(trained, [{"epoch": 2}], 3)  # fit returned it after epoch 2
     >>> continued_epochs(trained, 2, 4, print)  # then fewer rows: 2 batches per epoch
-    continuing at epoch 3 (the state has trained 2 epochs of 3 steps, state.step 6; \
-train_data now has 2 steps per epoch)
-    2
+    Traceback (most recent call last):
+    ...
+    ValueError: state: expected a state at the end of an epoch of train_data (2 steps each) \
+to continue from, got state.step 6; continue with the same data and batch size it was trained \
+with (it trained 2 epochs of 3 steps), or start from a fresh TrainState.create(...)
     """
     step = int(state.step)
     if step == 0:
         return 0
     known = _recorded(state)
-    if known is not None:
-        done, trained_with = known
-        line = (f"continuing at epoch {done + 1} (the state has trained {done} epochs of "
-                f"{trained_with} steps, state.step {step}; train_data now has "
-                f"{steps_per_epoch} steps per epoch)")
-    else:
-        done, rest = divmod(step, steps_per_epoch)
-        if rest:
-            raise ValueError(
-                f"state: expected a state at the end of an epoch of train_data "
-                f"({steps_per_epoch} steps each) to continue from, got state.step {step}; "
-                f"continue with the same data and batch size it was trained with, or start "
-                f"from a fresh TrainState.create(...)")
-        trained_with = steps_per_epoch
-    if trained_with == steps_per_epoch and step == done * steps_per_epoch:
-        line = (f"continuing at epoch {done + 1} (state.step {step} = {done} epochs of "
-                f"{steps_per_epoch} steps)")
+    done, rest = divmod(step, steps_per_epoch)
+    if known is not None:  # fit's own count: never step / another data's batches
+        done, rest = known[0], 0 if known[1] == steps_per_epoch else 1
+    if rest:
+        trained = "" if known is None else (f" (it trained {known[0]} epoch"
+                                            f"{'s' * (known[0] != 1)} of {known[1]} steps)")
+        raise ValueError(
+            f"state: expected a state at the end of an epoch of train_data "
+            f"({steps_per_epoch} steps each) to continue from, got state.step {step}; "
+            f"continue with the same data and batch size it was trained with{trained}, or "
+            f"start from a fresh TrainState.create(...)")
     if epochs <= done:
         more = max(epochs, 1)
         raise ValueError(
@@ -115,5 +113,6 @@ train_data now has 2 steps per epoch)
             f"the epoch to stop after, as in a resumed run), got {epochs}; pass "
             f"epochs={done + more} to train {more} more")
     if log is not None:
-        log(line)
+        log(f"continuing at epoch {done + 1} (state.step {step} = {done} epochs of "
+            f"{steps_per_epoch} steps)")
     return done
