@@ -276,9 +276,11 @@ def _prepare(folder: Path, limit: int) -> set[str]:
         if manifest.get(name) is not None and stat.S_ISREG(st.st_mode) \
                 and _digest(folder / name) == manifest[name]:
             kept[name] = st
-        elif stat.S_ISREG(st.st_mode) and _JAX_NAME.fullmatch(name):
+        elif (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)) \
+                and _JAX_NAME.fullmatch(name):
             _remove(folder, name)  # damaged, foreign, half-written or unsealed: JAX must not
-            # load it; any other file (the user's, a link) is left alone and never loaded
+            # load it (a link JAX would follow: unlinked, its target kept); any other file
+            # (the user's, their own link) is left alone, and JAX never asks for its name
     total = sum(st.st_size for st in kept.values())
     for name in sorted(kept, key=lambda n: (kept[n].st_mtime_ns, n)):
         if total <= limit:

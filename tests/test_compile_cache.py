@@ -337,3 +337,18 @@ def test_fit_turns_the_cache_on_and_the_tests_never_use_the_home_folder(monkeypa
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
     assert entries(folder)  # the programs fit compiled are on disk
+
+
+def test_a_link_named_like_an_entry_is_unlinked_and_its_target_kept(tmp_path):
+    """JAX follows a link named like one of its keys and would load whatever it points at;
+    removing the link (never its target) costs a recompile."""
+    folder = tmp_path / "xla"
+    folder.mkdir()
+    target = tmp_path / "other program.bin"
+    target.write_bytes(zlib.compress(b"another program"))
+    name = "jit_f-" + "e" * 64 + "-cache"
+    (folder / name).symlink_to(target)
+    (folder / "project-cache").symlink_to(target)  # the user's own link: not JAX's name
+    cc._prepare(folder, limit=1000)
+    assert sorted(os.listdir(folder)) == ["project-cache"]
+    assert target.read_bytes() == zlib.compress(b"another program")
