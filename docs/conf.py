@@ -22,7 +22,6 @@ import copy
 import inspect
 import os
 import re
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -429,28 +428,68 @@ def _ancestors(node):
 # download menu beside the .md source: myst-nb writes it to <build>/jupyter_execute/,
 # and the book theme lists context["ipynb_source"] (it copies the file itself only
 # when launch buttons, which would link to remote services, are configured).
+# myst-nb 1.4 writes that notebook without its outputs when they came from the
+# jupyter-cache (it merges them into its client's copy): always so for the Chinese
+# build, and for an English rebuild; the outputs are merged back from the same cache.
 def _offer_notebook(app, pagename, templatename, context, doctree):
     if "kernelspec" not in app.env.metadata.get(pagename, {}):
         return
     executed = Path(app.env.mystnb_config.output_folder) / f"{pagename}.ipynb"
     if not executed.is_file():
         return
+    import nbformat
+
+    notebook = nbformat.read(executed, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    if code and not any(c.get("outputs") for c in code):
+        from jupyter_cache import get_cache
+
+        try:
+            _, notebook = get_cache(app.env.mystnb_config.execution_cache_path) \
+                .merge_match_into_notebook(notebook)
+        except KeyError:  # not in the cache (execution off): offered as it is
+            pass
+    if _is_translated(app.config) and _translate_notebook(app, pagename, notebook):
+        context["jaxnet_notebook_translated"] = True
     target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(executed, target)
+    nbformat.write(notebook, target)
     context["ipynb_source"] = f"{pagename}.ipynb"
 
 
-# The Chinese pages' download menu offers the same .ipynb and .md as the English ones:
-# one copy of every code cell, outputs included, with the English prose (the catalogs
-# translate the built page, not the notebook). The menu says so, in Chinese, before a
-# reader downloads it; the .pdf entry prints the Chinese page itself.
+def _translate_notebook(app, pagename, notebook) -> bool:
+    """The Chinese page's notebook in Chinese: its catalog applied to the Markdown cells
+    (docs/_ext/jaxnet_nbi18n.py; code cells and outputs are the English notebook's).
+    False, and the English notebook is offered as such, when the catalog does not cover
+    nine in ten of the page's prose blocks."""
+    import jaxnet_nbi18n
+
+    catalog_path = (Path(app.srcdir) / app.config.locale_dirs[0] / app.config.language
+                    / "LC_MESSAGES" / f"{pagename}.po")
+    if not catalog_path.is_file():
+        return False
+    translated_nb = copy.deepcopy(notebook)
+    translated, looked_up = jaxnet_nbi18n.translate_notebook(
+        translated_nb, jaxnet_nbi18n.load_catalog(catalog_path))
+    if looked_up == 0 or translated < 0.9 * looked_up:
+        return False
+    notebook.cells = translated_nb.cells
+    notebook.metadata = translated_nb.metadata
+    return True
+
+
+# The Chinese pages' download menu: the .ipynb is the executed notebook with the page's
+# catalog applied to its Markdown cells (_translate_notebook), labelled 中文; the .md is
+# the one English source (the catalogs translate the built page, not the source), and
+# the menu says so, in Chinese, before a reader downloads it, as it does for a notebook
+# whose catalog does not cover the page; the .pdf entry prints the Chinese page itself.
 _ENGLISH_DOWNLOADS = {
     "download-notebook-button": (".ipynb（英文版）",
                                  "下载本章的笔记本：代码与输出与本页相同，说明文字为英文"),
     "download-source-button": (".md（英文原稿）",
                                "下载本页的 MyST 源文件：代码与本页相同，说明文字为英文"),
 }
+_CHINESE_NOTEBOOK = (".ipynb（中文）", "下载本章的笔记本：说明文字为中文，代码与输出与本页相同")
 
 
 def _label_english_downloads(app, pagename, templatename, context, doctree):
@@ -460,8 +499,11 @@ def _label_english_downloads(app, pagename, templatename, context, doctree):
         if group.get("label") != "download-buttons":
             continue
         for button in group.get("buttons", []):
-            if button.get("label") in _ENGLISH_DOWNLOADS:
-                button["text"], button["tooltip"] = _ENGLISH_DOWNLOADS[button["label"]]
+            label = button.get("label")
+            if label == "download-notebook-button" and context.get("jaxnet_notebook_translated"):
+                button["text"], button["tooltip"] = _CHINESE_NOTEBOOK
+            elif label in _ENGLISH_DOWNLOADS:
+                button["text"], button["tooltip"] = _ENGLISH_DOWNLOADS[label]
 
 
 # --- the Chinese edition -----------------------------------------------------------

@@ -321,3 +321,31 @@ def test_every_local_link_lands_on_a_file_and_an_anchor():
                 broken.append(f"{page.relative_to(HTML)}: {href} (no such anchor)")
     assert checked > 1000, f"only {checked} local links found"
     assert not broken, f"{len(broken)} broken local links:\n" + "\n".join(broken[:30])
+
+
+def test_the_chinese_pages_offer_a_chinese_notebook_with_the_same_code():
+    """The download menu's .ipynb on a Chinese page is the executed notebook with the
+    page's catalog applied: Chinese prose, the English notebook's code cells and outputs
+    (myst-nb wrote the Chinese build's notebooks without outputs: they came from the
+    cache), and the menu says 中文; the .md is the English source and says so."""
+    _built()
+    checked = 0
+    for page in _pages():
+        zh_nb, en_nb = HTML_ZH / "_sources" / f"{page[:-5]}.ipynb", \
+            HTML / "_sources" / f"{page[:-5]}.ipynb"
+        if not en_nb.is_file():
+            continue  # a page without code cells offers no notebook
+        assert zh_nb.is_file(), f"{page}: the English page offers a notebook, the Chinese not"
+        en, zh = (json.loads(p.read_text(encoding="utf-8")) for p in (en_nb, zh_nb))
+        def code(notebook):  # (source, outputs) of each code cell; ids differ per read
+            return [("".join(c["source"]), c.get("outputs")) for c in notebook["cells"]
+                    if c["cell_type"] == "code"]
+
+        assert code(zh) == code(en), page
+        assert any(outputs for _, outputs in code(en)), f"{page}: a notebook without outputs"
+        prose = "".join("".join(c["source"]) for c in zh["cells"] if c["cell_type"] == "markdown")
+        assert len(re.findall(r"[\u4e00-\u9fff]", prose)) > 200, f"{page}: notebook not in Chinese"
+        html = (HTML_ZH / page).read_text(encoding="utf-8")
+        assert ".ipynb（中文）" in html and ".md（英文原稿）" in html, page
+        checked += 1
+    assert checked >= 9, f"only {checked} Chinese notebooks"
