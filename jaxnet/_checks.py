@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import numpy as np
 
 
@@ -74,6 +73,8 @@ def class_labels(where: str, labels: Any, num_classes: int, *, classes: str = ""
     ...
     ValueError: data: labels: expected class indices in [0, 2] (3 classes), got -1 at index 2
     """
+    import jax  # here, not at the top: the command's parser imports this module (SEED_LIMIT)
+
     host = labels if isinstance(labels, jax.core.Tracer) else np.asarray(labels)
     if not np.issubdtype(host.dtype, np.signedinteger):
         hint = "cast with labels.astype(jnp.int32)"

@@ -119,6 +119,45 @@ def test_a_process_that_exits_3_at_once_ends_the_others_fast():
     assert elapsed < 60  # the others sleep 300 s
 
 
+def _alive_with(marker: str) -> list[int]:
+    """The pids whose command line holds ``marker``."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and marker in (d / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(d.name))
+        except OSError:
+            pass  # ended meanwhile
+    return found
+
+
+def test_what_a_failed_run_s_processes_started_ends_with_them(tmp_path):
+    """A shell script's own child (``sleep``) is in the process's group, and the launcher
+    ends the group: nothing outlives the launcher (before: orphaned, ppid 1)."""
+    marker = f"{os.getpid() % 1000 + 4000}.25"  # a sleep length no other test uses
+    script = (f"sleep {marker} & if [ \"$JAXNET_PROCESS_ID\" = 1 ]; then sleep 1; exit 3; fi; "
+              "wait")
+    t0 = time.monotonic()
+    proc = _launch("--nproc", 2, "--", "sh", "-c", script, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert time.monotonic() - t0 < 60
+    deadline = time.monotonic() + 10
+    while _alive_with(f"sleep {marker}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = _alive_with(f"sleep {marker}")
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "the children's own children outlived the launcher"
+
+
+def test_the_launcher_loads_no_jax():
+    """``jaxnet launch`` starts its processes at once: importing the command loads no JAX."""
+    out = subprocess.run([sys.executable, "-c", "import sys, jaxnet.cli, jaxnet.cli._launch; "
+                          "print(sorted(m for m in ('jax', 'jaxlib', 'flax', 'optax') "
+                          "if m in sys.modules))"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 def test_a_jaxnet_process_failing_before_it_joins_ends_its_peer_at_once(tmp_path):
     """Process 1 fails before joining; process 0 waits in ``initialize_distributed`` with
     --init-timeout 300: the launcher ends it at once, not 300 s later."""

@@ -96,8 +96,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_launcher() -> None:
-    """In each child (Linux): SIGKILL when the launcher dies, so none outlives it."""
+def _child_setup() -> None:
+    """In each child: its own process group, so a signal reaches what it started too (a
+    shell script's own children), and (Linux) SIGKILL when the launcher dies."""
+    os.setpgid(0, 0)
     try:
         import ctypes
 
@@ -147,7 +149,7 @@ class _Run:
                 env["PYTHONUNBUFFERED"] = "1"  # its lines arrive as printed
             self.procs.append(subprocess.Popen(
                 self.command, env=env, stdout=piped, stderr=piped,
-                stdin=subprocess.DEVNULL if k else None, preexec_fn=_die_with_launcher))
+                stdin=subprocess.DEVNULL if k else None, preexec_fn=_child_setup))
         for k, p in enumerate(self.procs):  # threads after every fork
             jobs = [(self._wait, (k,))]
             if k:
@@ -188,10 +190,11 @@ class _Run:
             return [k for k in range(len(self.procs)) if k not in self.codes]
 
     def _signal(self, k: int, signum: int) -> None:
+        """``signum`` to process ``k``'s whole group (what it started included)."""
         try:
-            os.kill(self.procs[k].pid, signum)
-        except ProcessLookupError:
-            pass  # ended meanwhile
+            os.killpg(self.procs[k].pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is gone: ended meanwhile
 
     def forward(self, signum: int, frame) -> None:
         if self.signum is None:
@@ -215,7 +218,7 @@ class _Run:
         deadline = time.monotonic() + GRACE_S
         while self._running() and time.monotonic() < deadline:
             time.sleep(_POLL_S)
-        for k in self._running():
+        for k in range(len(self.procs)):  # also what an ended process left running
             self._signal(k, signal.SIGKILL)
         return len(running)
 
