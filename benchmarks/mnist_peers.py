@@ -545,7 +545,8 @@ def main(argv=None) -> int:
         if precision["status"] != "measured":
             print(f"bf16: {precision['status']}")
         cpu = machine["cpu"]
-        title = (f"MNIST MLP epoch, jaxnet (float32, bf16) vs PyTorch ({cpu['model_name']}, "
+        versus = " vs PyTorch" if any("pytorch_s" in c for c in grid) else ""
+        title = (f"MNIST MLP epoch, jaxnet (float32, bf16){versus} ({cpu['model_name']}, "
                  f"{cpu['cores']} cores, {machine['date'][:10]})"
                  + (" — QUICK, not a measurement" if args.quick else ""))
         if plot_grid(grid, ceiling, out_dir / "cost_growth.png", title):
