@@ -349,3 +349,23 @@ def test_the_chinese_pages_offer_a_chinese_notebook_with_the_same_code():
         assert ".ipynb（中文）" in html and ".md（英文原稿）" in html, page
         checked += 1
     assert checked >= 9, f"only {checked} Chinese notebooks"
+
+
+def test_the_chinese_search_page_defines_the_stemmer_its_data_names():
+    """Sphinx 9.0's zh language_data.js ends with ``window.Stemmer = ChineseStemmer`` and
+    never defines it: the Chinese search page stopped at a ReferenceError and found
+    nothing (a headless Chromium search for 张量 now finds 11 pages). A script the page
+    loads before language_data.js (docs/_static/jaxnet.js) must define it."""
+    _built()
+    page = (HTML_ZH / "search.html").read_text(encoding="utf-8")
+    scripts = [src.split("?")[0] for src in re.findall(r'<script[^>]* src="([^"]+)"', page)]
+    assert "_static/language_data.js" in scripts
+    data = (HTML_ZH / "_static" / "language_data.js").read_text(encoding="utf-8")
+    for name in set(re.findall(r"window\.Stemmer\s*=\s*(\w+)", data)):
+        if re.search(rf"(var|let|const|function)\s+{name}\b|{name}\s*=\s*function", data):
+            continue  # language_data.js defines it itself
+        earlier = scripts[:scripts.index("_static/language_data.js")]
+        assert any(re.search(rf"window\.{name}\s*=", (HTML_ZH / src).read_text(encoding="utf-8"))
+                   for src in earlier if not src.startswith(("http", "//"))
+                   and (HTML_ZH / src).is_file()), \
+            f"the Chinese search page uses {name}, which no script defines"

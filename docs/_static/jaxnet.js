@@ -31,3 +31,15 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 });
+
+/* Sphinx 9.0's Chinese search data (language_data.js, loaded after this file on the
+   search page) ends with `window.Stemmer = ChineseStemmer;` but never defines
+   ChineseStemmer, so on the Chinese site every search stopped at a ReferenceError and
+   found nothing. Its index stems Latin words with the English Snowball stemmer (and
+   leaves Chinese words as jieba cut them), so the stemmer it means is the English one,
+   which language_data.js defines before any search runs. */
+if (document.documentElement.lang.startsWith("zh") && typeof window.ChineseStemmer === "undefined") {
+  window.ChineseStemmer = function ChineseStemmer() {
+    return new EnglishStemmer();
+  };
+}
