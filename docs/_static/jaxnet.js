@@ -43,3 +43,10 @@ if (document.documentElement.lang.startsWith("zh") && typeof window.ChineseStemm
     return new EnglishStemmer();
   };
 }
+
+/* Opened from disk (file://, as the README suggests), the search page cannot fetch the
+   pages it would quote under each result (the browser refuses), so it lists the
+   results without trying; served over http the quotes come back. */
+if (window.location.protocol === "file:" && typeof DOCUMENTATION_OPTIONS !== "undefined") {
+  DOCUMENTATION_OPTIONS.SHOW_SEARCH_SUMMARY = false;  // a const global, not on window
+}
