@@ -33,13 +33,20 @@ Contract:
 * SIGINT/SIGTERM during a save or restore take effect when it is done.
 * Multi-process: one process (process 0) saves and restores alone.
 
-Files: ``_errors`` (exceptions) · ``_layout`` (paths, step names, listing, work
-folders) · ``_lock`` (the writer lock) · ``_manifest`` (schema, file records,
-verification) · ``_orbax`` (the orbax adapter) · ``_finite`` (which saved values
-are NaN/Inf, by path) · ``_store`` (save, prune, restore, load_metadata,
-check_writable; knows nothing of ``fit``) · ``_runs``
-(``fit``'s protocol: new-run check, resume, epoch metadata, config check).
+What it offers: ``save``, ``restore``, ``latest_step``, ``all_steps`` and
+``load_metadata`` for your own loops; ``resume_state``, ``check_new_run`` and
+``lock`` behind ``fit``'s checkpoints; ``check_writable`` to test a folder
+before a long run; and the ``Checkpoint…Error`` exceptions, all subclasses of
+``CheckpointError``.
 """
+
+# For developers, where things live:
+# Files: ``_errors`` (exceptions) · ``_layout`` (paths, step names, listing, work
+# folders) · ``_lock`` (the writer lock) · ``_manifest`` (schema, file records,
+# verification) · ``_orbax`` (the orbax adapter) · ``_finite`` (which saved values
+# are NaN/Inf, by path) · ``_store`` (save, prune, restore, load_metadata,
+# check_writable; knows nothing of ``fit``) · ``_runs``
+# (``fit``'s protocol: new-run check, resume, epoch metadata, config check).
 
 from ._errors import CheckpointCorruptError as CheckpointCorruptError
 from ._errors import CheckpointError as CheckpointError

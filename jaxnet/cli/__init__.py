@@ -18,13 +18,17 @@ text is dropped, the outputs and checkpoints are written, and the exit status
 is the run's own (0 when all else succeeded). Importing this package loads
 no JAX.
 
-Files: ``_main`` (``main``, signals, the exception → exit-status table) ·
-``_flags`` (the parser; the MNIST flags generated from ``MnistConfig``) ·
-``_train`` (``train mnist``: checks, the run, the report) · ``_convert``
-(``convert``) · ``_launch`` (``launch``: N local processes of one run) ·
-``_outputs`` (``--json``, ``--plot``, atomic writes) · ``_streams`` (printing
-that never costs the run).
+From Python: ``main(argv)`` runs the command and returns its exit status;
+``build_parser()`` is its ``argparse`` parser.
 """
+
+# For developers, where things live:
+# Files: ``_main`` (``main``, signals, the exception → exit-status table) ·
+# ``_flags`` (the parser; the MNIST flags generated from ``MnistConfig``) ·
+# ``_train`` (``train mnist``: checks, the run, the report) · ``_convert``
+# (``convert``) · ``_launch`` (``launch``: N local processes of one run) ·
+# ``_outputs`` (``--json``, ``--plot``, atomic writes) · ``_streams`` (printing
+# that never costs the run).
 
 from ._flags import build_parser as build_parser
 from ._main import main as main

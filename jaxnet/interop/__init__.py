@@ -30,11 +30,6 @@ Contract: a model given as a template is copied, never changed; a key that
 does not fit is never dropped silently (``StateDictMismatchError`` lists them
 all); files are written atomically and never replace one unless asked.
 
-Files: ``_keys`` (PyTorch key ↔ NNX path, key order; names via
-``jaxnet._torchnames``) · ``_state_dict`` (``from_torch_state_dict``,
-``to_torch_state_dict``, value conversion, ``StateDictMismatchError``) ·
-``_files`` (``load``/``save`` of ``.safetensors`` and ``.pt``).
-
 ``convert`` moved to ``jaxnet.mnist.convert`` (it is MNIST application logic);
 ``jaxnet.interop.convert`` still finds it, for this release only.
 
@@ -48,6 +43,12 @@ Files: ``_keys`` (PyTorch key ↔ NNX path, key order; names via
 >>> loaded is other, bool((other[0].kernel[...] == model[0].kernel[...]).all())
 (True, True)
 """
+
+# For developers, where things live:
+# Files: ``_keys`` (PyTorch key ↔ NNX path, key order; names via
+# ``jaxnet._torchnames``) · ``_state_dict`` (``from_torch_state_dict``,
+# ``to_torch_state_dict``, value conversion, ``StateDictMismatchError``) ·
+# ``_files`` (``load``/``save`` of ``.safetensors`` and ``.pt``).
 
 import importlib as _importlib
 

@@ -7,14 +7,21 @@ and is the one source of the command's flags. Same config and data → the same
 parameters, bit for bit. Train, validation and test stay apart: recipes are
 chosen on validation only.
 
-Files: ``_config`` (``MnistConfig``, ``RECIPES``, the MLP's layer sizes) ·
-``_train`` (``load_data``, ``normalize``, ``split_validation``,
-``build_model``, ``make_optimizer``, ``steps_per_epoch``, ``train_mnist``) ·
-``_convert`` (``convert``: PyTorch state-dict files ↔ checkpoints).
+What it offers: ``train_mnist`` and ``MnistConfig`` (with its named
+``RECIPES``), the steps of a run one by one (``load_data``, ``normalize``,
+``split_validation``, ``build_model``, ``make_optimizer``,
+``steps_per_epoch``), and ``convert`` between PyTorch state-dict files and
+checkpoints.
 
 >>> MnistConfig().with_updates(lr=1e-3).lr
 0.001
 """
+
+# For developers, where things live:
+# Files: ``_config`` (``MnistConfig``, ``RECIPES``, the MLP's layer sizes) ·
+# ``_train`` (``load_data``, ``normalize``, ``split_validation``,
+# ``build_model``, ``make_optimizer``, ``steps_per_epoch``, ``train_mnist``) ·
+# ``_convert`` (``convert``: PyTorch state-dict files ↔ checkpoints).
 
 import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING

@@ -30,18 +30,17 @@ arguments of that function, not flags stored in the model.
 
 Contract: building a model is a pure function of its ``Rngs``; ``split``
 never changes the model object; ``print(model)`` and ``summary`` name layers as
-PyTorch does (``jaxnet._torchnames``).
+PyTorch does.
 
-Files: ``_module`` (``Module``, ``Rngs``, the PyTorch-style print) · ``_linear``
-(``Linear``, PyTorch's init) · ``_activations`` (``Identity``, ``ReLU``,
-``Sigmoid``, ``Tanh``, ``GELU``, ``Softmax``, ``LogSoftmax``, ``Flatten``) ·
-``_dropout`` · ``_batch_norm`` · ``_sequential`` (``Sequential``, ``MLP``) ·
-``_functional`` (``Functional``, ``split``, ``state_dict``,
-``load_state_dict``, ``count_params``) · ``_summary`` · ``_losses``
-(``CrossEntropyLoss``, ``NLLLoss``, ``MSELoss``, ``BCELoss``,
-``BCEWithLogitsLoss``) · ``_habits`` (PyTorch's ``model.parameters()``,
-``to()``, ``state_dict()``…: work or name the jaxnet way) · ``_requires_grad``
-· ``functional`` (PyTorch's ``F``: ``import jaxnet.nn.functional as F``).
+What it offers: the layers ``Linear``, ``ReLU``, ``Sigmoid``, ``Tanh``,
+``GELU``, ``Softmax``, ``LogSoftmax``, ``Flatten``, ``Identity``, ``Dropout``
+and ``BatchNorm1d``; the containers ``Sequential`` and ``MLP``; the losses as
+layers (``CrossEntropyLoss``, ``NLLLoss``, ``MSELoss``, ``BCELoss``,
+``BCEWithLogitsLoss``); the model tools ``split``, ``Functional``,
+``state_dict``, ``load_state_dict``, ``count_params`` and ``summary``; and
+``functional``, PyTorch's ``F`` (``import jaxnet.nn.functional as F``).
+PyTorch habits such as ``model.parameters()``, ``model.to(device)`` or
+``model.state_dict()`` either work or name the jaxnet way.
 
 >>> import jax.numpy as jnp
 >>> model = MLP(784, [512, 256], 10, rngs=0)
@@ -52,6 +51,18 @@ Files: ``_module`` (``Module``, ``Rngs``, the PyTorch-style print) · ``_linear`
 >>> logits.shape
 (2, 10)
 """
+
+# For developers, where things live:
+# Files: ``_module`` (``Module``, ``Rngs``, the PyTorch-style print) · ``_linear``
+# (``Linear``, PyTorch's init) · ``_activations`` (``Identity``, ``ReLU``,
+# ``Sigmoid``, ``Tanh``, ``GELU``, ``Softmax``, ``LogSoftmax``, ``Flatten``) ·
+# ``_dropout`` · ``_batch_norm`` · ``_sequential`` (``Sequential``, ``MLP``) ·
+# ``_functional`` (``Functional``, ``split``, ``state_dict``,
+# ``load_state_dict``, ``count_params``) · ``_summary`` · ``_losses``
+# (``CrossEntropyLoss``, ``NLLLoss``, ``MSELoss``, ``BCELoss``,
+# ``BCEWithLogitsLoss``) · ``_habits`` (PyTorch's ``model.parameters()``,
+# ``to()``, ``state_dict()``…: work or name the jaxnet way) · ``_requires_grad``
+# · ``functional`` (PyTorch's ``F``: ``import jaxnet.nn.functional as F``).
 
 from . import functional as functional
 from ._activations import GELU as GELU

@@ -37,23 +37,20 @@ function of the seed and the epoch) and feeds only the rows its own devices
 hold. Process 0 alone logs, shows progress and reads and writes checkpoints;
 the others get its state by ``broadcast_from_primary``, like rank 0 in
 PyTorch. Knows nothing of ``train`` or ``checkpoint``: it places trees and
-coordinates processes. Its ``_lifecycle`` ends a process at once
-(``_proc.exit_now``) only where JAX would otherwise abort it.
+coordinates processes. It ends a process at once only where JAX
+would otherwise abort it.
 
 What it is for: more devices (GPUs, TPU cores, hosts) than one. On a single
 CPU host, splitting the CPU into several XLA devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count=N``) is for testing the
 multi-device code paths, not for speed (``benchmarks/parallel_epoch.py``).
 
-Files: ``_mesh`` (``make_mesh``, ``describe``, ``check_batch_size``,
-``DATA_AXIS``) · ``_placement`` (``replicate``, ``shard_batch``,
-``local_rows``, ``iter_epoch``) · ``_processes`` (``is_primary``,
-``broadcast_from_primary``, ``start_from_primary``, ``peer_failures``) ·
-``_agreement`` (``check_together``) · ``_lifecycle``
-(``initialize_distributed``, ``setup_mesh``, ``end_process``, the watchdog) ·
-``_cluster`` (the settings from ``jaxnet launch``'s or a cluster's environment,
-and the one-line report of how the processes joined) · ``_errors``
-(``DistributedError``).
+What it offers: the mesh (``make_mesh``, ``setup_mesh``, ``describe``,
+``check_batch_size``, ``DATA_AXIS``), the placement of states and batches
+(``replicate``, ``shard_batch``, ``local_rows``, ``iter_epoch``), the
+processes (``initialize_distributed``, ``is_primary``,
+``broadcast_from_primary``, ``start_from_primary``, ``check_together``,
+``peer_failures``, ``end_process``) and ``DistributedError``.
 
 >>> mesh = make_mesh(1)
 >>> mesh.axis_names, mesh.size
@@ -61,6 +58,18 @@ and the one-line report of how the processes joined) · ``_errors``
 >>> check_batch_size(64, mesh)
 64
 """
+
+# For developers, where things live:
+# Files: ``_mesh`` (``make_mesh``, ``describe``, ``check_batch_size``,
+# ``DATA_AXIS``) · ``_placement`` (``replicate``, ``shard_batch``,
+# ``local_rows``, ``iter_epoch``) · ``_processes`` (``is_primary``,
+# ``broadcast_from_primary``, ``start_from_primary``, ``peer_failures``) ·
+# ``_agreement`` (``check_together``) · ``_lifecycle``
+# (``initialize_distributed``, ``setup_mesh``, ``end_process``, the watchdog) ·
+# ``_cluster`` (the settings from ``jaxnet launch``'s or a cluster's environment,
+# and the one-line report of how the processes joined) · ``_errors``
+# (``DistributedError``). ``_lifecycle`` ends a process at once
+# (``_proc.exit_now``) only where JAX would otherwise abort it.
 
 from ._agreement import check_together as check_together
 from ._errors import DistributedError as DistributedError

@@ -21,13 +21,6 @@ donated state. Same seed and data → bit-identical parameters. ``train``
 imports ``callbacks``, ``checkpoint``, ``parallel``, ``data``; nothing below it
 imports ``train`` (callbacks get their capabilities through ``callbacks.Run``).
 
-Files: ``_state`` (``TrainState`` and its creation) · ``_step`` (the grad
-step, ``make_train_step``, the NaN/Inf flags and replay) · ``_batches`` (the
-one source of padded batches: arrays → device-resident scan, any loader →
-host loop, each with or without a mesh; data → ``DataLoader``) · ``_epoch``
-(``make_epoch``, ``make_epoch_runner``) · ``_evaluate`` (``evaluate``) ·
-``_fit`` (``fit``, ``FitOptions``; the resume protocol is ``checkpoint._runs``).
-
 Many devices: ``make_epoch_runner``, ``evaluate`` and ``fit`` take
 ``mesh=parallel.make_mesh()``; they place the state replicated and the
 batches sharded over it, and the same jitted functions compile for that
@@ -50,6 +43,14 @@ padded rows never count.
 >>> int(state.step), metrics["loss"].shape
 (1, ())
 """
+
+# For developers, where things live:
+# Files: ``_state`` (``TrainState`` and its creation) · ``_step`` (the grad
+# step, ``make_train_step``, the NaN/Inf flags and replay) · ``_batches`` (the
+# one source of padded batches: arrays → device-resident scan, any loader →
+# host loop, each with or without a mesh; data → ``DataLoader``) · ``_epoch``
+# (``make_epoch``, ``make_epoch_runner``) · ``_evaluate`` (``evaluate``) ·
+# ``_fit`` (``fit``, ``FitOptions``; the resume protocol is ``checkpoint._runs``).
 
 from ..callbacks import NonFiniteError as NonFiniteError
 from ..nn._functional import ConsumedStateError as ConsumedStateError
