@@ -54,18 +54,19 @@ def docs(session):
     empty jupyter-cache (docs/_build/.jupyter_cache: its key is a page's code cells, not
     jaxnet's source, so a kept cache could show another jaxnet's outputs) and fills it;
     the Chinese build (catalogs in docs/locale/zh_CN) reuses those outputs. ``-E``
-    re-reads every page even when docs/_build exists. Then tests/test_i18n.py: catalogs
-    current and translated, outputs the same in both languages.
+    re-reads every page even when docs/_build exists; ``-j auto`` executes the notebooks
+    side by side, one per reader process, as .ci/run does. Then tests/test_i18n.py:
+    catalogs current and translated, outputs the same in both languages.
     """
     session.install("-e", ".[docs]", "pytest")
     mnist = os.path.abspath("../shared/data/mnist")
     if "JAXNET_DATA_DIR" not in os.environ and os.path.isdir(mnist):
         session.env["JAXNET_DATA_DIR"] = mnist
     shutil.rmtree(os.path.join(HERE, "docs", "_build", ".jupyter_cache"), ignore_errors=True)
-    session.run("sphinx-build", "-W", "--keep-going", "-E", "-b", "html", "docs",
-                "docs/_build/html", *session.posargs)
-    session.run("sphinx-build", "-W", "--keep-going", "-E", "-b", "html", "-D", "language=zh_CN",
-                "docs", "docs/_build/html/zh_CN", *session.posargs)
+    session.run("sphinx-build", "-W", "--keep-going", "-E", "-j", "auto", "-b", "html",
+                "docs", "docs/_build/html", *session.posargs)
+    session.run("sphinx-build", "-W", "--keep-going", "-E", "-j", "auto", "-b", "html",
+                "-D", "language=zh_CN", "docs", "docs/_build/html/zh_CN", *session.posargs)
     session.run("python", "-m", "pytest", "-q", "tests/test_i18n.py",
                 env={"JAXNET_I18N_REQUIRE_BUILD": "1"})
 
