@@ -328,12 +328,17 @@ def parse_args(argv):
     return args
 
 
+def installed(package: str) -> bool:
+    """Whether a peer's package can be imported here (a row whose package is missing is
+    skipped and named)."""
+    return importlib.util.find_spec(package) is not None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     rounds, epochs = args.rounds, args.epochs
     out_dir = args.out or (RESULTS / "quick" if args.quick else RESULTS)
-    missing = [k for k in args.peers
-               if importlib.util.find_spec(BY_KEY[k].package) is None]
+    missing = [k for k in args.peers if not installed(BY_KEY[k].package)]
     if missing:
         print(f"skipped (not installed; pip install -e .[torch,bench]): {', '.join(missing)}")
     chosen = [k for k in args.peers if k not in missing]
