@@ -53,6 +53,32 @@ def quiet_orbax() -> Iterator[None]:
             logger.debug("orbax: %s", record.getMessage().splitlines()[0][:500])
 
 
+def _without_closed_loop_noise(hook):
+    """``hook`` minus one message: ``RuntimeError: Event loop is closed``."""
+    def filtered(unraisable) -> None:
+        exc = getattr(unraisable, "exc_value", None)
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return  # a write of a save that already failed, finishing after orbax's loop closed
+        hook(unraisable)
+
+    filtered.jaxnet_closed_loop_filter = True
+    return filtered
+
+
+def ignore_closed_loop_callbacks() -> None:
+    """After a failed orbax save: drop the late ``Event loop is closed`` reports.
+
+    orbax runs a save in a fresh asyncio loop and closes it as soon as one write
+    fails (disk full); the other writes (tensorstore futures) still finish and call
+    back into the closed loop, which Python prints as ``Exception ignored in: …
+    RuntimeError: Event loop is closed``, several times, after the one-line error
+    the save already gave. Only that exact report is dropped; every other
+    unraisable exception reaches the hook that was installed before.
+    """
+    if not getattr(sys.unraisablehook, "jaxnet_closed_loop_filter", False):
+        sys.unraisablehook = _without_closed_loop_noise(sys.unraisablehook)
+
+
 def orbax_why(e: BaseException) -> str:
     """One line for an orbax/tensorstore failure, naming the OS error when it has one."""
     if isinstance(e, OSError):

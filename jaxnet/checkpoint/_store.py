@@ -42,6 +42,7 @@ from ._orbax import (
     empty_like,
     flat,
     host_local,
+    ignore_closed_loop_callbacks,
     orbax_why,
     quiet_orbax,
     restore_target,
@@ -115,8 +116,12 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
             stored = stored_leaves([host_local(x) for x in leaves])
             if stored:  # orbax refuses empty arrays and empty trees: the manifest holds them
                 with quiet_orbax():
-                    checkpointer(ocp).save(build / "arrays",
-                                           args=ocp.args.StandardSave(stored))
+                    try:
+                        checkpointer(ocp).save(build / "arrays",
+                                               args=ocp.args.StandardSave(stored))
+                    except BaseException:
+                        ignore_closed_loop_callbacks()  # its writes still in flight
+                        raise
             manifest = {"format": FORMAT, "step": step, "leaves": entries,
                         "files": file_records(build), "metadata": metadata or {}}
             _fs.write_new(build / MANIFEST, json.dumps(manifest, indent=1).encode())
