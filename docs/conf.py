@@ -591,8 +591,20 @@ def _language_switch(app, pagename, templatename, context, doctree):
             "label": LANGUAGES[TRANSLATED_DIR], "title": "阅读本页的简体中文版"}
 
 
+def _create_execution_cache(app, config):
+    """Create the jupyter-cache database once, in the main process: with ``-j`` two
+    workers executing their first notebooks at once on an empty cache both created its
+    tables, and one failed the build (``sqlite3.OperationalError: table settings already
+    exists``, seen in a fresh-clone .ci/run)."""
+    if config.nb_execution_mode == "cache":
+        from jupyter_cache import get_cache
+
+        get_cache(config.nb_execution_cache_path).list_cache_records()  # makes the tables
+
+
 def setup(app):
     app.connect("config-inited", _chinese_search)
+    app.connect("config-inited", _create_execution_cache)
     app.connect("builder-inited", _translated_output_folder, priority=600)  # after myst-nb
     app.connect("html-page-context", _language_switch)
     app.connect("autodoc-skip-member", _skip_foreign_members)
