@@ -46,8 +46,13 @@ _CELL_START = re.compile(r"^```\{code-cell\}", flags=re.M)
 
 def code_cells(page: Path) -> list[tuple[str, set[str]]]:
     """The page's ``{code-cell}`` sources, each with its tags."""
+    return cells_of(page.read_text())
+
+
+def cells_of(markdown: str) -> list[tuple[str, set[str]]]:
+    """The ``{code-cell}`` sources of a page's text (or a part of it), each with its tags."""
     cells = []
-    for body in _CELL.findall(page.read_text()):
+    for body in _CELL.findall(markdown):
         lines = body.splitlines()
         tags: set[str] = set()
         # Options come first: ":key: value" lines, or a "---" YAML block.
@@ -214,3 +219,26 @@ def test_chapter_7_saves_and_reloads_the_trained_model():
     assert jnp.array_equal(namespace["predictor"](x), trained(x))
     initial = namespace["NeuralNetwork"](2, 2, rngs=namespace["nn"].Rngs(123))
     assert not jnp.array_equal(initial(x), trained(x))
+
+
+CHAPTERS = sorted(p for p in NOTEBOOKS if re.match(r"\d\d_", p.stem))
+
+
+@pytest.mark.parametrize("page", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_every_chapter_ends_with_exercises_and_hidden_solutions(page):
+    """Each chapter has an ``## Exercises`` section of 2-3 ``### Exercise N`` items, and each
+    item's solution is a code cell that the build executes, collapsed (``hide-cell``)."""
+    text = page.read_text()
+    assert len(CHAPTERS) == 9
+    _, sep, exercises = text.partition("\n## Exercises\n")
+    assert sep, f"{page.name}: no '## Exercises' section"
+    assert "\n## " not in exercises, f"{page.name}: a section follows the exercises"
+    items = re.split(r"^### Exercise \d+: ", exercises, flags=re.M)[1:]
+    assert 2 <= len(items) <= 3, f"{page.name}: {len(items)} exercises"
+    for n, item in enumerate(items, 1):
+        cells = cells_of(item)
+        assert cells, f"{page.name}: exercise {n} has no solution cell"
+        assert all("hide-cell" in tags for _, tags in cells), \
+            f"{page.name}: exercise {n}'s solution is not collapsed (hide-cell)"
+        assert all("raises-exception" not in tags for _, tags in cells)
+
