@@ -511,6 +511,18 @@ def _is_translated(config) -> bool:
     return (config.language or "en") != "en"
 
 
+# The toggle of a collapsed cell (every exercise's solution is a hide-cell cell). myst-nb
+# puts an English {type} ("content", "source", "outputs") into its label, so the Chinese
+# label names what a hide-cell cell hides, its code and outputs, without it.
+CHINESE_CODE_PROMPTS = ("显示代码和输出", "隐藏代码和输出")
+
+
+def _chinese_code_prompts(app, config):
+    """A zh_CN build labels the collapsed cells' toggles in Chinese."""
+    if _is_translated(config) and config.language.split("_")[0] == "zh":
+        config.nb_code_prompt_show, config.nb_code_prompt_hide = CHINESE_CODE_PROMPTS
+
+
 def _chinese_search(app, config):
     """A zh_CN build indexes Chinese words: Sphinx's ``zh`` search splits with jieba.
 
@@ -604,6 +616,7 @@ def _create_execution_cache(app, config):
 
 def setup(app):
     app.connect("config-inited", _chinese_search)
+    app.connect("config-inited", _chinese_code_prompts)
     app.connect("config-inited", _create_execution_cache)
     app.connect("builder-inited", _translated_output_folder, priority=600)  # after myst-nb
     app.connect("html-page-context", _language_switch)

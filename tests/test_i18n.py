@@ -369,3 +369,17 @@ def test_the_chinese_search_page_defines_the_stemmer_its_data_names():
                    for src in earlier if not src.startswith(("http", "//"))
                    and (HTML_ZH / src).is_file()), \
             f"the Chinese search page uses {name}, which no script defines"
+
+
+def test_the_chinese_pages_label_the_collapsed_cells_in_chinese():
+    """myst-nb labels a collapsed (hide-cell) cell "Show code cell content" whatever the
+    language; every exercise's solution is one, and the Chinese pages showed that English
+    label 27 times. docs/conf.py gives the zh_CN build Chinese labels."""
+    _built()
+    chinese = english = 0
+    for page in _pages():
+        text = (HTML_ZH / page).read_text(encoding="utf-8")
+        assert "Show code cell" not in text and "Hide code cell" not in text, page
+        chinese += text.count("显示代码和输出")
+        english += (HTML / page).read_text(encoding="utf-8").count("Show code cell content")
+    assert chinese == english >= 27
