@@ -69,9 +69,31 @@ def test_a_dead_or_reused_pid_is_not_alive():
 
 
 def test_signals_deferred_delivers_sigint_after_the_block():
-    done = []
-    with pytest.raises(KeyboardInterrupt):
+    # Python's own Ctrl-C handler, whatever this process inherited: started in the
+    # background of a script (`cmd &`, no job control) SIGINT arrives ignored, Python
+    # installs no handler, and the deferred signal is rightly dropped (the row below).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with _proc.signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                done.append("finished")
+        assert done == ["finished"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_signals_deferred_keeps_an_ignored_sigint_ignored():
+    """A process that ignores SIGINT (nohup'd or backgrounded by a script) still ignores
+    it after a deferred block: the block restores the disposition, it does not invent one."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        done = []
         with _proc.signals_deferred():
             os.kill(os.getpid(), signal.SIGINT)
             done.append("finished")
-    assert done == ["finished"]
+        assert done == ["finished"]
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
