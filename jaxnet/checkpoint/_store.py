@@ -115,13 +115,15 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
             build.mkdir()
             stored = stored_leaves([host_local(x) for x in leaves])
             if stored:  # orbax refuses empty arrays and empty trees: the manifest holds them
-                with quiet_orbax():
-                    try:
+                try:
+                    with quiet_orbax():
                         checkpointer(ocp).save(build / "arrays",
                                                args=ocp.args.StandardSave(stored))
-                    except BaseException:
-                        ignore_closed_loop_callbacks()  # its writes still in flight
-                        raise
+                except BaseException:
+                    # orbax's writes still in flight report into its closed loop; filter the
+                    # hook quiet_orbax has just put back (inside it, the filter was undone)
+                    ignore_closed_loop_callbacks()
+                    raise
             manifest = {"format": FORMAT, "step": step, "leaves": entries,
                         "files": file_records(build), "metadata": metadata or {}}
             _fs.write_new(build / MANIFEST, json.dumps(manifest, indent=1).encode())
