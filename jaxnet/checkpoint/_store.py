@@ -42,7 +42,6 @@ from ._orbax import (
     empty_like,
     flat,
     host_local,
-    ignore_closed_loop_callbacks,
     orbax_why,
     quiet_orbax,
     restore_target,
@@ -115,15 +114,9 @@ def save(directory, state: Any, *, step: int, metadata: dict | None = None,
             build.mkdir()
             stored = stored_leaves([host_local(x) for x in leaves])
             if stored:  # orbax refuses empty arrays and empty trees: the manifest holds them
-                try:
-                    with quiet_orbax():
-                        checkpointer(ocp).save(build / "arrays",
-                                               args=ocp.args.StandardSave(stored))
-                except BaseException:
-                    # orbax's writes still in flight report into its closed loop; filter the
-                    # hook quiet_orbax has just put back (inside it, the filter was undone)
-                    ignore_closed_loop_callbacks()
-                    raise
+                with quiet_orbax():
+                    checkpointer(ocp).save(build / "arrays",
+                                           args=ocp.args.StandardSave(stored))
             manifest = {"format": FORMAT, "step": step, "leaves": entries,
                         "files": file_records(build), "metadata": metadata or {}}
             _fs.write_new(build / MANIFEST, json.dumps(manifest, indent=1).encode())
